@@ -1,0 +1,165 @@
+"""Typed study parameters: params.yaml is validated here, once, into frozen pydantic objects.
+
+Every block rejects unknown keys; each model entry is validated by its own registry config class. Any problem
+becomes one `StudyError` line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, create_model, model_validator
+
+from pipeline import StudyError
+from pipeline.models import MODELS, PARAMS_BLOCK
+from pipeline.models.base import ModelConfig, Strict
+
+DATASETS = ("mnist5k", "mnist", "fashion_mnist", "cifar10", "folder")
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist5k", "mnist", "fashion_mnist", "cifar10", "folder"] = "mnist5k"
+    root: str = "data/raw"  # where torchvision datasets are downloaded (or already lie)
+    folder: str | None = None  # an ImageFolder root (one sub-folder per class) when dataset is 'folder'
+    color: Literal["grayscale", "rgb"] = "grayscale"  # what 'folder' images are converted to
+    image_size: int = Field(28, ge=8, le=512)  # side of the square images every model sees
+    test_size: int = Field(1000, ge=10)  # images held out, stratified by class
+    train_size: int | None = Field(None, ge=10)  # None: every image not held out
+
+    @model_validator(mode="after")
+    def _folder_needs_path(self):
+        if self.dataset == "folder" and not self.folder:
+            raise ValueError("dataset 'folder' needs data.folder, the path of an ImageFolder tree")
+        return self
+
+
+class TrainConfig(Strict):
+    """Settings every training loop shares."""
+
+    checkpoint_every: int = Field(200, ge=1)  # optimizer steps between checkpoints (also one at each epoch end)
+    grid_size: int = Field(64, ge=4, le=256)  # images in the per-epoch sample / reconstruction grids
+
+
+class EvaluatorConfig(Strict):
+    """The small CNN classifier whose features define FID/KID/precision/recall and whose labels give coverage."""
+
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(1e-3, gt=0, le=1)
+    width: int = Field(32, ge=4)
+    feature_dim: int = Field(128, ge=8)
+    augment: Literal["shift", "none"] = "shift"
+
+
+class EvaluateConfig(Strict):
+    n_generated: int = Field(1000, ge=10)  # images drawn from each generative model
+    knn_k: int = Field(3, ge=1)  # neighbourhood size of the precision/recall manifolds
+    kid_subset_size: int = Field(500, ge=2)
+    kid_subsets: int = Field(50, ge=1)
+    coverage_min_share: float = Field(0.2, gt=0, le=1)  # a class is covered with >= this share of 1/K
+    probe_max_iter: int = Field(2000, ge=10)
+
+    @model_validator(mode="after")
+    def _kid_fits(self):
+        if self.kid_subset_size > self.n_generated:
+            raise ValueError(f"kid_subset_size ({self.kid_subset_size}) must not exceed n_generated ({self.n_generated})")
+        return self
+
+
+class TrackingConfig(Strict):
+    experiment: str = Field("ae-gan-study", min_length=1)
+    log_model: Literal["pytorch", "none"] = "pytorch"
+
+
+def _family_block(family: str) -> type[Strict]:
+    """A config block with one optional field per registered model of `family`."""
+    fields: dict[str, Any] = {name: (s.config | None, None) for name, s in MODELS.items() if s.family == family}
+    block = create_model(f"{family.title()}Block", __base__=Strict, **fields)
+    block.entries = lambda self: {k: v for k, v in self if v is not None}  # type: ignore[attr-defined]
+    return block
+
+
+AutoencodersBlock = _family_block("autoencoder")
+GANsBlock = _family_block("gan")
+
+
+class StudyConfig(Strict):
+    seed: int = Field(42, ge=0, lt=2**31)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    evaluator: EvaluatorConfig = EvaluatorConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    autoencoders: AutoencodersBlock = AutoencodersBlock()  # type: ignore[valid-type]
+    gans: GANsBlock = GANsBlock()  # type: ignore[valid-type]
+
+    def models(self) -> dict[str, ModelConfig]:
+        """Every model the study trains, autoencoders first, in registry order."""
+        return {**self.autoencoders.entries(), **self.gans.entries()}
+
+    def model(self, name: str) -> ModelConfig:
+        models = self.models()
+        if name not in models:
+            listed = ", ".join(models) or "none"
+            raise StudyError(f"model '{name}' is not in params.yaml (models there: {listed})")
+        return models[name]
+
+
+def _allowed_keys(loc: tuple) -> list[str]:
+    """The keys allowed at the block that holds `loc` (for 'unknown key' messages)."""
+    model: Any = StudyConfig
+    for part in loc[:-1]:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), ann)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(err: dict) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        block = loc[0] if len(loc) == 2 and loc[0] in PARAMS_BLOCK.values() else None
+        name = loc[-1]
+        if block and name in MODELS:
+            right = PARAMS_BLOCK[MODELS[name].family]
+            return f"{key}: '{name}' is a {MODELS[name].family}; list it under '{right}'"
+        if block:
+            valid = [n for n, s in MODELS.items() if PARAMS_BLOCK[s.family] == block]
+            return f"{key}: unknown model '{name}'; registered: {', '.join(valid)}"
+        return f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc))}"
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
+        msg += f" (got {err['input']!r})"
+    return f"{key}: {msg}"
+
+
+def parse_config(raw: Any, source: str = "params.yaml") -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise StudyError(f"{source}: expected a mapping of blocks at the top level, got {type(raw).__name__}")
+    try:
+        return StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise StudyError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+
+
+def load_config(path: Path | str = "params.yaml") -> StudyConfig:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise StudyError(f"{path}: no such file (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise StudyError(f"{path}: not valid YAML{line}: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(raw, str(path))
+
+
+def config_dump(cfg: Strict) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")

@@ -1,0 +1,67 @@
+"""Evaluation of one trained model, by what it can do (not by its name).
+
+An autoencoder gets reconstruction metrics and a reconstruction grid; a generative model (the VAE, every GAN)
+gets FID, KID, precision/recall and class coverage against the train split, plus a sample grid. The
+real-vs-real floor (test split against train split, the same code) comes with the evaluator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import StudyConfig
+from pipeline.data import Dataset
+from pipeline.evaluate.evaluator import EvaluatorNet
+from pipeline.evaluate.metrics import autoencoder_metrics, generative_metrics
+from pipeline.io import write_json
+from pipeline.models.base import Autoencoder, Generative
+from pipeline.tracking import NullTracker, run_tags
+from pipeline.train.common import count_params, grid, interleave_rows, load_model, resolve_device, save_grid
+
+
+def draw(model: Generative, n: int, seed: int, chunk: int = 500) -> torch.Tensor:
+    """n samples in [0, 1], drawn in chunks from one seeded generator (the same images on every run)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.cat([model.sample(min(chunk, n - i), gen) for i in range(0, n, chunk)])
+
+
+def real_floor(cfg: StudyConfig, data: Dataset, net: EvaluatorNet) -> dict:
+    """Generative metrics of the test split against the train split: the best a model can hope for."""
+    return generative_metrics(net, data.x_train, data.x_test, cfg.evaluate, cfg.seed)
+
+
+def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path, net: EvaluatorNet,
+                   metrics_path: Path, out_dir: Path, tracker=None, root: Path = Path(".")) -> dict:
+    tracker = tracker or NullTracker()
+    device = resolve_device(cfg.device)
+    model, payload = load_model(model_path, device)
+    model.eval()
+    net = net.to(device)
+    x_train, x_test = data.x_train.to(device), data.x_test.to(device)
+    y_train, y_test = data.y_train.to(device), data.y_test.to(device)
+    grids: dict[str, torch.Tensor] = {}
+    metrics: dict = {"model": name, "family": payload["family"], "parameters": count_params(model)}
+    if isinstance(model, Autoencoder):
+        metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
+        shown = x_test[: cfg.train.grid_size // 2]
+        grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
+    if isinstance(model, Generative):
+        if hasattr(model, "generator"):
+            metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
+            metrics["discriminator_parameters"] = count_params(model.discriminator)
+        fake = draw(model, cfg.evaluate.n_generated, cfg.seed + 1)
+        metrics.update(generative_metrics(net, x_train, fake, cfg.evaluate, cfg.seed))
+        grids["samples"] = fake[: cfg.train.grid_size]
+    stage = f"evaluate@{name}"
+    with tracker.run(stage, tags=run_tags(root, stage, name), params={"model": name, "evaluate": cfg.evaluate.model_dump()}):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for key, images in grids.items():
+            image = grid(images)
+            save_grid(image, out_dir / f"{key}.png")
+            tracker.log_image(image, key=key)
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        write_json(metrics_path, metrics)
+        tracker.log_artifact(metrics_path)
+    return metrics

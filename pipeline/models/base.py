@@ -1,0 +1,122 @@
+"""What every model of the study shares: strict config bases and the two family interfaces.
+
+An autoencoder maps images to codings and back and owns its loss (`loss(x) -> dict`), so the single
+autoencoder loop never needs to know which model it trains. A GAN owns a generator, a discriminator and an
+EMA copy of the generator; its objective (non-saturating BCE, ...) is named in its config and lives in
+`pipeline.train.objectives`. Images enter and leave every model in [0, 1], shape (B, C, H, W).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor, nn
+
+ImageShape = tuple[int, int, int]  # (C, H, W)
+
+
+class Strict(BaseModel):
+    """A config block: unknown keys are errors, values are frozen after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Strict):
+    """Base of every registry entry's config."""
+
+
+class GradientTraining(ModelConfig):
+    """Knobs of the autoencoder loop, shared by every gradient-trained autoencoder."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=2)
+    optimizer: Literal["nadam", "adam", "sgd", "rmsprop"] = "nadam"
+    lr: float = Field(1e-3, gt=0, le=1)
+
+
+class GANTraining(ModelConfig):
+    """Knobs of the GAN loop, shared by every GAN."""
+
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=2)
+    latent_dim: int = Field(100, ge=1)
+    objective: Literal["nonsaturating"] = "nonsaturating"
+    optimizer: Literal["adam", "rmsprop"] = "adam"
+    lr_g: float = Field(2e-4, gt=0, le=1)
+    lr_d: float = Field(2e-4, gt=0, le=1)
+    beta1: float = Field(0.5, ge=0, lt=1)
+    beta2: float = Field(0.999, ge=0, lt=1)
+    ema_decay: float = Field(0.995, ge=0, lt=1)  # 0 keeps the EMA generator equal to the live one
+
+
+def activation(name: str) -> nn.Module:
+    layers = {"relu": nn.ReLU, "selu": nn.SELU, "elu": nn.ELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
+    return layers[name]()
+
+
+class Autoencoder(nn.Module):
+    """Encoder + decoder. Subclasses set `code_size` and implement encode, decode and loss."""
+
+    code_size: int
+
+    def encode(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, code_size)
+        raise NotImplementedError
+
+    def decode(self, z: Tensor) -> Tensor:  # (B, code_size) -> (B, C, H, W)
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        """The training objective on a batch: key 'loss' is minimised, the other keys are logged."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """Deterministic reconstruction in [0, 1], for metrics and grids."""
+        return self.forward(x).clamp(0, 1)
+
+
+class Generative:
+    """A model that can draw new images."""
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:  # (n, C, H, W) in [0, 1]
+        raise NotImplementedError
+
+
+class ClosedForm:
+    """A model fitted in one shot (no gradient loop), e.g. PCA."""
+
+    def fit(self, x: Tensor) -> None:
+        raise NotImplementedError
+
+
+class GAN(nn.Module, Generative):
+    """Generator (latent -> image in [-1, 1]) and discriminator (image -> logit), plus an EMA generator."""
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.generator = generator
+        self.discriminator = discriminator
+        self.ema = copy.deepcopy(generator).requires_grad_(False)
+
+    def latent(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
+        device = device or next(self.parameters()).device
+        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent)
+
+    def forward(self, z: Tensor) -> Tensor:
+        """The EMA generator as a plain function z -> image in [0, 1] (what MLflow serves)."""
+        return (self.ema(z) + 1) / 2
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        was_training = self.ema.training
+        self.ema.eval()
+        images = self(self.latent(n, generator))
+        self.ema.train(was_training)
+        return images.clamp(0, 1)

@@ -1,0 +1,46 @@
+"""PCA as a linear autoencoder: the scikit-learn baseline every autoencoder is compared with.
+
+Lecture 02 ("an autoencoder with only linear activations and MSE is the same as PCA"). The principal
+components are fitted by scikit-learn in closed form, then kept as buffers so that encoding and decoding are
+ordinary torch operations like every other autoencoder's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.decomposition import PCA as SklearnPCA
+from torch import Tensor
+
+from .base import Autoencoder, ClosedForm, ImageShape, ModelConfig
+
+
+class PCAConfig(ModelConfig):
+    code_size: int = Field(30, ge=1)
+
+
+class PCA(Autoencoder, ClosedForm):
+    def __init__(self, cfg: PCAConfig, shape: ImageShape):
+        super().__init__()
+        self.shape = shape
+        self.code_size = cfg.code_size
+        d = int(np.prod(shape))
+        self.register_buffer("mean", torch.zeros(d))  # (D,)
+        self.register_buffer("components", torch.zeros(cfg.code_size, d))  # (K, D), orthonormal rows
+
+    def fit(self, x: Tensor) -> None:
+        flat = x.flatten(1).double().cpu().numpy()  # (N, D)
+        pca = SklearnPCA(n_components=self.code_size, svd_solver="full").fit(flat)
+        self.mean.copy_(torch.from_numpy(pca.mean_))
+        self.components.copy_(torch.from_numpy(pca.components_))
+
+    def encode(self, x: Tensor) -> Tensor:
+        return (x.flatten(1) - self.mean) @ self.components.T  # (B, K)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return (z @ self.components + self.mean).unflatten(1, self.shape)  # (B, C, H, W)
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        mse = torch.mean((self(x) - x) ** 2)
+        return {"loss": mse, "mse": mse}

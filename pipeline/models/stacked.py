@@ -1,0 +1,70 @@
+"""Stacked (deep undercomplete) autoencoder: 784-100-30-100-784.
+
+Lecture 02, "Stacked autoencoder"; Hands-On ML 3rd ed. ch. 17 (ReLU everywhere, linear output, MSE, Nadam).
+The 2nd edition's choices (SELU, sigmoid output with binary cross-entropy, SGD) are config values.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from .base import Autoencoder, GradientTraining, ImageShape, activation
+
+
+class StackedConfig(GradientTraining):
+    hidden: list[int] = Field(default_factory=lambda: [100])  # encoder widths; the decoder mirrors them
+    code_size: int = Field(30, ge=1)
+    activation: Literal["relu", "selu", "elu", "tanh", "sigmoid"] = "relu"
+    output: Literal["linear", "sigmoid"] = "linear"
+    loss: Literal["mse", "bce"] = "mse"
+
+    @model_validator(mode="after")
+    def _bce_needs_sigmoid(self):
+        if self.loss == "bce" and self.output != "sigmoid":
+            raise ValueError("loss 'bce' needs output 'sigmoid'")
+        if any(w < 1 for w in self.hidden):
+            raise ValueError("hidden widths must be >= 1")
+        return self
+
+
+def mlp(widths: list[int], act: str, last_act: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if last_act or i < len(widths) - 2:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+def reconstruction_loss(kind: str, x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean per-pixel loss; `x_hat` is a probability when kind is 'bce'."""
+    if kind == "bce":
+        return F.binary_cross_entropy(x_hat.clamp(1e-7, 1 - 1e-7), x)
+    return F.mse_loss(x_hat, x)
+
+
+class Stacked(Autoencoder):
+    def __init__(self, cfg: StackedConfig, shape: ImageShape):
+        super().__init__()
+        self.cfg, self.shape, self.code_size = cfg, shape, cfg.code_size
+        d = int(np.prod(shape))
+        widths = [d, *cfg.hidden, cfg.code_size]
+        self.encoder = mlp(widths, cfg.activation, last_act=True)  # coding layer activated, as in the book
+        self.decoder = mlp(widths[::-1], cfg.activation, last_act=False)
+        self.out = nn.Sigmoid() if cfg.output == "sigmoid" else nn.Identity()
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encoder(x.flatten(1))  # (B, D) -> (B, code)
+
+    def decode(self, z: Tensor) -> Tensor:
+        return self.out(self.decoder(z)).unflatten(1, self.shape)  # (B, C, H, W)
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        rec = reconstruction_loss(self.cfg.loss, self(x), x)
+        return {"loss": rec, self.cfg.loss: rec}

@@ -1,0 +1,132 @@
+"""The MLflow adapter, and a no-op tracker with the same interface for tests and offline use.
+
+`import mlflow` happens only when an MlflowTracker is created (it costs ~2 s), never at module import.
+Default store: SQLite `mlflow.db` and `mlartifacts/` at the study root, which the stage layer sets to
+`$DVC_ROOT` under DVC so that `dvc exp run` in a temporary copy logs to the same database.
+`MLFLOW_TRACKING_URI` overrides the store (a shared tracking server, say).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def run_tags(root: Path, stage: str, model: str | None = None) -> dict[str, str]:
+    """Git commit, DVC stage and DVC experiment name (when DVC runs an experiment)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    tags = {"git.commit": commit or "unknown", "dvc.stage": os.environ.get("DVC_STAGE", stage)}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if model:
+        tags["model"] = model
+    return tags
+
+
+class NullTracker:
+    """Tracks nothing. Same interface as MlflowTracker."""
+
+    @contextmanager
+    def run(self, name: str, run_id: str | None = None, tags: dict | None = None,
+            params: dict | None = None) -> Iterator[str]:
+        yield run_id or "untracked"
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_image(self, image: torch.Tensor, key: str, step: int | None = None) -> None:
+        pass
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        pass
+
+    def log_model(self, model: nn.Module, example: torch.Tensor) -> None:
+        pass
+
+
+class MlflowTracker(NullTracker):
+    def __init__(self, root: Path, experiment: str, log_model: bool = True):
+        import mlflow
+
+        self.mlflow = mlflow
+        self.log_models = log_model
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
+        mlflow.set_tracking_uri(uri)
+        found = mlflow.get_experiment_by_name(experiment)
+        if found is not None:
+            self.experiment_id = found.experiment_id
+        else:
+            local = uri.startswith("sqlite:") or uri.startswith("file:")
+            location = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
+            self.experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+
+    @contextmanager
+    def run(self, name: str, run_id: str | None = None, tags: dict | None = None,
+            params: dict | None = None) -> Iterator[str]:
+        if run_id is not None and self._exists(run_id):
+            active = self.mlflow.start_run(run_id=run_id)  # resuming an interrupted run
+        else:
+            active = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=name)
+        with active as run:
+            if tags:
+                self.mlflow.set_tags(tags)
+            if params and run_id is None:
+                flat = {k: ("null" if v is None else v) for k, v in flatten(params).items()}
+                self.mlflow.log_params(flat)
+            yield run.info.run_id
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            self.mlflow.get_run(run_id)
+            return True
+        except Exception:  # MlflowException: a checkpoint from another tracking store
+            return False
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+        if finite:
+            self.mlflow.log_metrics(finite, step=step)
+
+    def log_image(self, image: torch.Tensor, key: str, step: int | None = None) -> None:
+        array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()  # (H, W, C)
+        if array.shape[-1] == 1:
+            array = array[..., 0]
+        self.mlflow.log_image(array, key=key, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def log_model(self, model: nn.Module, example: torch.Tensor) -> None:
+        if not self.log_models:
+            return
+        import mlflow.pytorch
+
+        model = model.cpu().eval()
+        # pt2 (torch.export): a graph that loads without this package; an example of two keeps the batch
+        # dimension dynamic (an example of one would fix it to 1)
+        mlflow.pytorch.log_model(
+            model, name="model", input_example=example.cpu().numpy(), serialization_format="pt2",
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+        )

@@ -1,0 +1,80 @@
+"""The autoencoder family's one training loop.
+
+Every autoencoder goes through here: the model's own `loss(x)` holds whatever makes it special (noise,
+sparsity penalties, KL terms), so this loop never looks at which model it trains. A closed-form model (PCA)
+is fitted in one shot instead of by gradient steps. Each epoch records train and test reconstruction MSE
+(per pixel, on [0, 1] pixels, the same measure for every model), the test value of each loss term, a grid of
+test images over their reconstructions and, for generative models, samples from fixed latents.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from pipeline.models.base import Autoencoder, ClosedForm, Generative
+from pipeline.train.common import batched, interleave_rows, make_optimizer
+from pipeline.train.session import Session
+
+
+def reconstruction_mse(model: Autoencoder, x: torch.Tensor) -> float:
+    return float(((batched(model.reconstruct, x) - x) ** 2).mean())
+
+
+def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
+    model: Autoencoder = s.model  # type: ignore[assignment]
+    x_train, y_train = s.data.x_train.to(s.device), s.data.y_train.to(s.device)
+    x_test = s.data.x_test.to(s.device)
+    shown = x_test[: s.cfg.train.grid_size // 2]
+    example = x_test[:2]  # two: keeps the batch dimension dynamic in the exported model
+
+    def end_epoch(epoch: int) -> dict[str, float]:
+        model.eval()
+        with torch.no_grad():
+            row = {"train_mse": reconstruction_mse(model, x_train), "test_mse": reconstruction_mse(model, x_test)}
+            terms = [model.loss(chunk) for chunk in x_test.split(500)]
+            for k in terms[0]:
+                row[f"test_{k}"] = float(sum(t[k] * len(c) for t, c in zip(terms, x_test.split(500))) / len(x_test))
+            s.grid(interleave_rows(shown, model.reconstruct(shown)), "reconstructions", epoch)
+            if isinstance(model, Generative):
+                fixed = torch.Generator().manual_seed(s.cfg.seed)  # the same latents every epoch
+                s.grid(model.sample(s.cfg.train.grid_size, fixed), "samples", epoch)
+        model.train()
+        return row
+
+    if isinstance(model, ClosedForm):
+        s.fresh_run_dir()
+        with s.run():
+            t0 = time.perf_counter()
+            model.fit(x_train)
+            seconds = time.perf_counter() - t0
+            row = {"epoch": 1, **end_epoch(1)}
+            s.tracker.log_metrics(row, step=1)
+            timing = {"train_seconds": round(seconds, 3), "images_seen": len(x_train), "steps": 0,
+                      "images_per_second": round(len(x_train) / seconds, 1)}
+            s.finish([row], timing, example, {"model": model})
+        return True
+
+    cfg = s.mcfg
+    opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    loop = s.loop({"opt": opt}, epochs=cfg.epochs, batch_size=cfg.batch_size)
+
+    def step(x: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
+        out = model.loss(x)
+        opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        opt.step()
+        return {k: v.item() for k, v in out.items()}
+
+    with s.run(loop.state.run_id) as run_id:
+        loop.state.run_id = run_id
+        model.train()
+        done = loop.run(x_train, y_train, step, end_epoch, lambda row: s.tracker.log_metrics(row, row["epoch"]),
+                        max_steps=max_steps)
+        if not done:
+            return False
+        model.eval()
+        s.finish(loop.state.history, loop.timing(), example, {"model": model})
+    loop.discard()
+    return True

@@ -1,0 +1,104 @@
+"""What every training loop shares: seeding, device choice, optimizers, grids, model files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.utils import make_grid, save_image
+
+from pipeline import StudyError, brief
+from pipeline.io import atomic_path
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise StudyError("device: 'cuda' requested but no CUDA device is available (use 'auto' or 'cpu')")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, betas=(0.9, 0.999)) -> torch.optim.Optimizer:
+    params = list(params)
+    if name == "nadam":
+        return torch.optim.NAdam(params, lr=lr, betas=betas)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=betas)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True)
+    raise StudyError(f"unknown optimizer '{name}'; allowed: nadam, adam, rmsprop, sgd")
+
+
+def fingerprint(*parts: Any) -> str:
+    """A hash of everything that must match for a checkpoint to be resumed."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def grid(images: Tensor, nrow: int = 8) -> Tensor:
+    return make_grid(images.detach().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)  # (C, H', W')
+
+
+def save_grid(image: Tensor, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_image(image, tmp, format="png")
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def save_model(path: Path, name: str, family: str, cfg: dict, shape, model: nn.Module, extra: dict) -> None:
+    """A trained model file: everything needed to rebuild it through the registry, weights only."""
+    payload = {"name": name, "family": family, "config": cfg, "shape": list(shape),
+               "state_dict": model.state_dict(), "extra": extra}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    from pipeline.models import spec
+
+    path = Path(path)
+    if not path.is_file():
+        raise StudyError(f"{path}: no such model file (run its training stage first)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        entry = spec(payload["name"])
+        cfg = entry.config.model_validate(payload["config"])
+        model = entry.build(cfg, tuple(payload["shape"]))
+        model.load_state_dict(payload["state_dict"])
+    except StudyError:
+        raise
+    except Exception as exc:  # pickle errors, missing keys, shape mismatches
+        raise StudyError(f"{path}: not a readable model file of this study ({brief(exc)})") from None
+    return model.to(device), payload
+
+
+def interleave_rows(top: Tensor, bottom: Tensor, nrow: int = 8) -> Tensor:
+    """Rows of `top` images, each followed by the matching row of `bottom` (originals over reconstructions)."""
+    rows = [t for pair in zip(top.split(nrow), bottom.split(nrow)) for t in pair]
+    return torch.cat(rows)  # (2N, C, H, W)
+
+
+@torch.no_grad()
+def batched(fn, x: Tensor, batch_size: int = 500) -> Tensor:
+    return torch.cat([fn(chunk) for chunk in x.split(batch_size)])

@@ -1,0 +1,93 @@
+"""The GAN family's one training loop.
+
+Every GAN goes through here: the model supplies generator, discriminator and latent size; its config names
+the objective (`pipeline.train.objectives`). One step = one discriminator update on a real batch and a fake
+batch, then one generator update on the same fakes, then the EMA generator moves toward the live one. Each
+epoch ends with a grid of the EMA generator's images from fixed latents. After the last epoch the EMA
+generator's batch-norm statistics are re-estimated under its own weights (they were copied from the live
+generator during training).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from pipeline.models.base import GAN
+from pipeline.train.common import make_optimizer
+from pipeline.train.objectives import OBJECTIVES
+from pipeline.train.session import Session
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, live: nn.Module, decay: float, step: int) -> None:
+    decay = min(decay, (1 + step) / (10 + step))  # short warm-up: early EMA follows the live weights closely
+    for pe, p in zip(ema.parameters(), live.parameters()):
+        pe.lerp_(p, 1 - decay)
+    for be, b in zip(ema.buffers(), live.buffers()):
+        be.copy_(b)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: GAN, batches: int = 40, batch_size: int = 128) -> None:
+    norms = [m for m in model.ema.modules() if isinstance(m, _BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a plain average over the batches below
+    model.ema.train()
+    for _ in range(batches):
+        model.ema(model.latent(batch_size))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.ema.eval()
+
+
+def train_gan(s: Session, max_steps: int | None = None) -> bool:
+    model: GAN = s.model  # type: ignore[assignment]
+    cfg = s.mcfg
+    objective = OBJECTIVES[cfg.objective]()
+    betas = (cfg.beta1, cfg.beta2)
+    opt_g = make_optimizer(cfg.optimizer, model.generator.parameters(), cfg.lr_g, betas)
+    opt_d = make_optimizer(cfg.optimizer, model.discriminator.parameters(), cfg.lr_d, betas)
+    loop = s.loop({"g": opt_g, "d": opt_d}, epochs=cfg.epochs, batch_size=cfg.batch_size)
+    x_train = s.data.x_train.to(s.device) * 2 - 1  # the generator's tanh range, [-1, 1]
+    y_train = s.data.y_train.to(s.device)
+    fixed_z = model.latent(s.cfg.train.grid_size, torch.Generator().manual_seed(s.cfg.seed))
+
+    def step(real: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
+        fake = model.generator(model.latent(len(real)))
+        d_loss, stats = objective.discriminator_loss(model.discriminator, real, fake.detach())
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        g_loss = objective.generator_loss(model.discriminator, fake)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        update_ema(model.ema, model.generator, cfg.ema_decay, loop.state.step)
+        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **{k: v.item() for k, v in stats.items()}}
+
+    def end_epoch(epoch: int) -> dict[str, float]:
+        model.ema.eval()
+        with torch.no_grad():
+            s.grid(model(fixed_z), "samples", epoch)
+        return {}
+
+    with s.run(loop.state.run_id) as run_id:
+        loop.state.run_id = run_id
+        model.train()
+        done = loop.run(x_train, y_train, step, end_epoch, lambda row: s.tracker.log_metrics(row, row["epoch"]),
+                        max_steps=max_steps)
+        if not done:
+            return False
+        recalibrate_batchnorm(model)
+        model.eval()
+        s.grid(model(fixed_z), "samples", cfg.epochs)  # the final grid, with recalibrated statistics
+        s.finish(loop.state.history, loop.timing(), fixed_z[:2], {"generator": model.generator,
+                                                                 "discriminator": model.discriminator})
+    loop.discard()
+    return True

@@ -1,0 +1,158 @@
+"""The epoch/step driver every training loop runs on: batching, checkpoints, resume, progress, history.
+
+A family's loop (autoencoder, GAN, the evaluator's classifier) supplies a `step` function (one optimizer step
+on a batch, returning floats to average over the epoch) and an `end_epoch` function (test metrics, grids).
+This driver owns everything that must be identical whether or not the run was interrupted:
+
+- the batch order of epoch e is a permutation seeded by (seed, e), so a resumed epoch skips exactly the
+  batches already done;
+- a checkpoint (written atomically every `checkpoint_every` steps and at each epoch end) holds every module
+  and optimizer state, the torch RNG state, the epoch's running sums and the history so far;
+- a checkpoint is resumed only when its fingerprint (model, config, seed, data checksum) matches this run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from pipeline import StudyError, brief
+from pipeline.io import atomic_path
+
+StepFn = Callable[[Tensor, Tensor], dict[str, float]]
+EndEpochFn = Callable[[int], dict[str, float]]
+
+
+@dataclass
+class Progress:
+    epoch: int = 0  # the epoch in progress (0-based)
+    batch: int = 0  # batches of that epoch already done
+    step: int = 0  # optimizer steps in all
+    sums: dict[str, float] = field(default_factory=dict)  # running sums of this epoch's step metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    images: int = 0  # training images seen
+    seconds: float = 0.0  # time spent in training steps (excludes end-of-epoch evaluation)
+    run_id: str | None = None  # the tracking run, continued on resume
+
+
+class Loop:
+    def __init__(
+        self,
+        modules: dict[str, nn.Module | Any],  # anything with state_dict() / load_state_dict()
+        optimizers: dict[str, torch.optim.Optimizer],
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int,
+        checkpoint: Path,
+        checkpoint_every: int,
+        fingerprint: str,
+        desc: str,
+    ):
+        self.modules, self.optimizers = modules, optimizers
+        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+        self.checkpoint, self.checkpoint_every = Path(checkpoint), checkpoint_every
+        self.fingerprint, self.desc = fingerprint, desc
+        self.state = Progress()
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+    def save(self) -> None:
+        payload = {
+            "fingerprint": self.fingerprint,
+            "modules": {k: m.state_dict() for k, m in self.modules.items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "state": asdict(self.state),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+        }
+        with atomic_path(self.checkpoint) as tmp:
+            torch.save(payload, tmp)
+
+    def restore(self) -> bool:
+        """Load the checkpoint if there is one made by this very configuration; True when resumed."""
+        if not self.checkpoint.is_file():
+            return False
+        try:
+            ck = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
+            if ck.get("fingerprint") != self.fingerprint:
+                print(f"{self.checkpoint}: made with other settings or data; starting over", file=sys.stderr)
+                self.checkpoint.unlink()
+                return False
+            for k, m in self.modules.items():
+                m.load_state_dict(ck["modules"][k])
+            for k, o in self.optimizers.items():
+                o.load_state_dict(ck["optimizers"][k])
+            self.state = Progress(**ck["state"])
+            torch.set_rng_state(ck["rng"]["torch"])
+            if ck["rng"]["cuda"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        except StudyError:
+            raise
+        except Exception as exc:
+            raise StudyError(
+                f"{self.checkpoint}: unreadable checkpoint ({brief(exc)}); delete it to start over"
+            ) from None
+        print(f"resuming {self.desc} from {self.checkpoint} (epoch {self.state.epoch + 1}, "
+              f"step {self.state.step})", file=sys.stderr)
+        return True
+
+    def discard(self) -> None:
+        self.checkpoint.unlink(missing_ok=True)
+
+    # -- the loop ------------------------------------------------------------------------------------------
+    def run(
+        self,
+        x: Tensor,
+        y: Tensor,
+        step: StepFn,
+        end_epoch: EndEpochFn,
+        on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
+        max_steps: int | None = None,
+    ) -> bool:
+        """Train to the last epoch; returns False when stopped early by `max_steps` (checkpoint kept)."""
+        n, bs, s = len(x), self.batch_size, self.state
+        per_epoch = n // bs  # the last partial batch is dropped (batch norm needs > 1 image)
+        if per_epoch == 0:
+            raise StudyError(f"{self.desc}: batch_size {bs} is larger than the {n} training images")
+        bar = tqdm(total=self.epochs * per_epoch, initial=s.step, desc=self.desc, unit="step",
+                   disable=None, leave=False, mininterval=1.0)
+        try:
+            for epoch in range(s.epoch, self.epochs):
+                order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+                for b in range(s.batch, per_epoch):
+                    idx = order[b * bs:(b + 1) * bs].to(x.device)
+                    t0 = time.perf_counter()
+                    metrics = step(x[idx], y[idx])
+                    s.seconds += time.perf_counter() - t0
+                    for k, v in metrics.items():
+                        s.sums[k] = s.sums.get(k, 0.0) + v
+                    s.batch, s.step, s.images = b + 1, s.step + 1, s.images + bs
+                    bar.update(1)
+                    if s.step % self.checkpoint_every == 0:
+                        self.save()
+                    if max_steps is not None and s.step >= max_steps:
+                        self.save()
+                        return False
+                row = {"epoch": epoch + 1, **{f"train_{k}": v / per_epoch for k, v in s.sums.items()}}
+                row.update(end_epoch(epoch + 1))
+                s.history.append(row)
+                s.epoch, s.batch, s.sums = epoch + 1, 0, {}
+                on_epoch(row)
+                shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+                tqdm.write(f"{self.desc} epoch {epoch + 1}/{self.epochs}  {shown}", file=sys.stderr)
+                self.save()
+        finally:
+            bar.close()
+        return True
+
+    def timing(self) -> dict[str, float]:
+        s = self.state
+        return {"train_seconds": round(s.seconds, 3), "images_seen": s.images, "steps": s.step,
+                "images_per_second": round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0}

@@ -1,0 +1,99 @@
+"""One training run of one model: set-up and wrap-up that both family loops share.
+
+The family loops (`autoencoder.py`, `gan.py`) differ only in what a step and an epoch end do; everything
+else (seeding, device, the tracking run, grids, the final model file, history and timing, discarding the
+checkpoint) happens here, once.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pipeline.config import StudyConfig, config_dump
+from pipeline.data import Dataset
+from pipeline.io import write_json
+from pipeline.models import build, spec
+from pipeline.tracking import NullTracker, run_tags
+from pipeline.train.common import count_params, fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
+from pipeline.train.loop import Loop
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    model: Path  # models/<name>.pt: the trained model (written last, atomically)
+    run_dir: Path  # runs/<name>/train: history.json, timing.json, grids/
+    checkpoint: Path  # checkpoints/<name>.ckpt: resume point, deleted when training completes
+
+    @classmethod
+    def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
+        return cls(root / "models" / f"{name}.pt", root / "runs" / name / "train", root / "checkpoints" / f"{name}.ckpt")
+
+
+class Session:
+    def __init__(self, name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
+                 root: Path = Path(".")):
+        self.name, self.cfg, self.data, self.paths = name, cfg, data, paths
+        self.tracker = tracker or NullTracker()
+        self.root = root
+        self.spec = spec(name)
+        self.mcfg = cfg.model(name)
+        seed_everything(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.model: nn.Module = build(name, self.mcfg, data.shape).to(self.device)
+        self.stage = f"train_{'ae' if self.spec.family == 'autoencoder' else self.spec.family}@{name}"
+        self.params: dict[str, Any] = {
+            "model": name, "family": self.spec.family, "seed": cfg.seed, "device": str(self.device),
+            "config": config_dump(self.mcfg), "data": config_dump(cfg.data), "train": config_dump(cfg.train),
+        }
+        self.fingerprint = fingerprint(name, config_dump(self.mcfg), cfg.seed, data.manifest["sha256"])
+
+    def loop(self, optimizers: dict[str, torch.optim.Optimizer], epochs: int, batch_size: int) -> Loop:
+        loop = Loop({"model": self.model}, optimizers, epochs=epochs, batch_size=batch_size, seed=self.cfg.seed,
+                    checkpoint=self.paths.checkpoint, checkpoint_every=self.cfg.train.checkpoint_every,
+                    fingerprint=self.fingerprint, desc=self.name)
+        if not loop.restore():
+            self.fresh_run_dir()
+        return loop
+
+    def fresh_run_dir(self) -> None:
+        """A fresh start leaves no stale grids from an earlier configuration."""
+        shutil.rmtree(self.paths.run_dir, ignore_errors=True)
+        self.paths.run_dir.mkdir(parents=True)
+
+    def run(self, run_id: str | None = None):
+        return self.tracker.run(self.stage, run_id=run_id, tags=run_tags(self.root, self.stage, self.name),
+                                params=self.params)
+
+    def grid(self, images: Tensor, key: str, epoch: int) -> None:
+        """Save a per-epoch grid under grids/ and send it to the tracker as an evolving image."""
+        image = grid(images)
+        save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
+        self.tracker.log_image(image, key=key, step=epoch)
+
+    def finish(self, history: list[dict], timing: dict, example: Tensor, modules: dict[str, nn.Module],
+               extra: dict | None = None) -> None:
+        """Write history, timing and (last) the model file; log the model; the run is then complete."""
+        write_json(self.paths.run_dir / "history.json", history)
+        write_json(self.paths.run_dir / "timing.json", timing)
+        self.tracker.log_metrics({"train_seconds": timing["train_seconds"],
+                                  "images_per_second": timing["images_per_second"]})
+        save_model(self.paths.model, self.name, self.spec.family, config_dump(self.mcfg), self.data.shape,
+                   self.model, {"epochs": len(history), **(extra or {})})
+        self.tracker.log_model(self.model, example)
+
+
+def train_model(name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
+                root: Path = Path("."), max_steps: int | None = None) -> bool:
+    """Train one model with its family's loop; False when stopped early by `max_steps`."""
+    from pipeline.train.autoencoder import train_autoencoder
+    from pipeline.train.gan import train_gan
+
+    loops = {"autoencoder": train_autoencoder, "gan": train_gan}
+    session = Session(name, cfg, data, paths, tracker, root)
+    return loops[session.spec.family](session, max_steps=max_steps)

@@ -1,0 +1,106 @@
+"""The commands, one per DVC stage. Only wiring: the work is in `pipeline`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pipeline import StudyError
+from stages import DATA, PARAMS, TRACKING, Tracking, command, study_root, tracker_for
+
+
+def _config(params: Path):
+    from pipeline.config import load_config
+
+    return load_config(params)
+
+
+@command
+def prepare(params: Path = PARAMS) -> None:
+    """Load the dataset, split it (seeded, stratified) and write data/prepared with its manifest."""
+    from pipeline.data import prepare as run
+
+    cfg = _config(params)
+    manifest = run(cfg.data, cfg.seed, DATA)
+    counts = {s: v["images"] for s, v in manifest["splits"].items()}
+    typer.echo(f"prepared {manifest['dataset']}: {counts}, shape {manifest['shape']}, sha256 {manifest['sha256'][:12]}")
+
+
+@command
+def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Train the evaluator CNN on the train split; write its accuracy and the real-vs-real floor."""
+    from pipeline.data import load
+    from pipeline.evaluate import real_floor
+    from pipeline.evaluate.evaluator import load_evaluator, train_evaluator
+    from pipeline.io import write_json
+
+    cfg = _config(params)
+    data = load(DATA)
+    model_path = Path("models/evaluator.pt")
+    metrics = train_evaluator(cfg, data, model_path, Path("runs/evaluator"), Path("checkpoints/evaluator.ckpt"),
+                              tracker_for(cfg, tracking), study_root())
+    metrics["real_vs_real"] = real_floor(cfg, data, load_evaluator(model_path))
+    write_json(Path("metrics/evaluator.json"), metrics)
+    typer.echo(f"evaluator test accuracy {metrics['test_accuracy']:.4f}; "
+               f"real-vs-real FID {metrics['real_vs_real']['fid']:.3f}")
+
+
+def _train(name: str, family: str, params: Path, tracking: Tracking) -> None:
+    from pipeline.data import load
+    from pipeline.models import spec
+    from pipeline.train.session import TrainPaths, train_model
+
+    cfg = _config(params)
+    if spec(name).family != family:
+        other = {"autoencoder": "train-ae", "gan": "train-gan"}[spec(name).family]
+        raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
+    cfg.model(name)  # listed in params.yaml?
+    train_model(name, cfg, load(DATA), TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root())
+    typer.echo(f"trained {name} -> models/{name}.pt")
+
+
+@command
+def train_ae(name: str = typer.Argument(..., help="An autoencoder listed in params.yaml."),
+             params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Train one autoencoder with the autoencoder loop (resumes from checkpoints/<name>.ckpt)."""
+    _train(name, "autoencoder", params, tracking)
+
+
+@command
+def train_gan(name: str = typer.Argument(..., help="A GAN listed in params.yaml."),
+              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Train one GAN with the GAN loop (resumes from checkpoints/<name>.ckpt)."""
+    _train(name, "gan", params, tracking)
+
+
+@command
+def evaluate(name: str = typer.Argument(..., help="A trained model listed in params.yaml."),
+             params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Evaluate one trained model: write metrics/<name>.json and its grids under runs/<name>/eval."""
+    from pipeline.data import load
+    from pipeline.evaluate import evaluate_model
+    from pipeline.evaluate.evaluator import load_evaluator
+
+    cfg = _config(params)
+    cfg.model(name)
+    metrics = evaluate_model(name, cfg, load(DATA), Path(f"models/{name}.pt"), load_evaluator(Path("models/evaluator.pt")),
+                             Path(f"metrics/{name}.json"), Path(f"runs/{name}/eval"), tracker_for(cfg, tracking),
+                             study_root())
+    shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
+    typer.echo(f"{name}: {shown}")
+
+
+@command
+def report(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Write reports/README.md from the metrics files, histories and grids (never from MLflow)."""
+    from pipeline.report import write_report
+
+    cfg = _config(params)
+    path = write_report(cfg, Path("metrics"), Path("runs"), Path("reports"))
+    tracker = tracker_for(cfg, tracking)
+    from pipeline.tracking import run_tags
+
+    with tracker.run("report", tags=run_tags(study_root(), "report")):
+        tracker.log_artifact(path)
+    typer.echo(f"wrote {path}")

@@ -1,0 +1,75 @@
+"""Shared fixtures: the real params.yaml, shrunk (few images, one or two epochs), and real prepared data."""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.config import StudyConfig, parse_config
+from pipeline.data import Dataset, load, prepare
+
+ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def shrink(raw: dict) -> dict:
+    """params.yaml made tiny: 400/100 images, one or two epochs, small batches and sample counts."""
+    raw = copy.deepcopy(raw)
+    raw["data"].update(train_size=400, test_size=100)
+    raw["evaluator"].update(epochs=2, batch_size=32)
+    raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200)
+    raw["train"].update(checkpoint_every=5, grid_size=16)
+    for block in ("autoencoders", "gans"):
+        for entry in raw[block].values():
+            if "epochs" in entry:
+                entry["epochs"] = 2
+            if "batch_size" in entry:
+                entry["batch_size"] = min(entry["batch_size"], 32)
+    raw["tracking"]["log_model"] = "none"
+    return raw
+
+
+@pytest.fixture(scope="session")
+def params_raw() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="session")
+def tiny_raw(params_raw) -> dict:
+    return shrink(params_raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg(tiny_raw) -> StudyConfig:
+    return parse_config(tiny_raw)
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tiny_cfg, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("data") / "prepared"
+    prepare(tiny_cfg.data, tiny_cfg.seed, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_data_dir) -> Dataset:
+    return load(tiny_data_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_evaluator(tiny_cfg, tiny_data, tmp_path_factory):
+    from pipeline.evaluate.evaluator import load_evaluator, train_evaluator
+
+    d = tmp_path_factory.mktemp("evaluator")
+    train_evaluator(tiny_cfg, tiny_data, d / "evaluator.pt", d / "run", d / "evaluator.ckpt")
+    return load_evaluator(d / "evaluator.pt")
+
+
+def write_params(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

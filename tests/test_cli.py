@@ -1,0 +1,176 @@
+"""The Typer app: each stage command end to end on tiny params, bad input, MLflow records, kill + resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from stages import run
+from tests.conftest import ROOT, write_params
+
+
+@dataclass
+class Result:
+    exit_code: int
+    output: str
+
+
+@pytest.fixture
+def invoke(capsys):
+    """Run `python -m stages ARGS` in-process (the same entry point), capturing what it prints."""
+
+    def call(*args: str) -> Result:
+        code = run(list(args))
+        out = capsys.readouterr()
+        return Result(code, out.out + out.err)
+
+    return call
+
+
+def assert_one_line_error(result, expected: str):
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert expected in lines[0] and "Traceback" not in result.output
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch, tiny_raw):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    write_params(tmp_path / "params.yaml", tiny_raw)
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "edit, args, expected",
+    [
+        (lambda r: r["data"].update(dataset="imagenet"), ["prepare"], "data.dataset: Input should be"),
+        (lambda r: r["data"].update(test_size=5), ["prepare"], "data.test_size: Input should be greater than or equal to 10"),
+        (lambda r: r["autoencoders"]["vae"].update(beta="lots"), ["prepare"], "autoencoders.vae.beta: Input should be a valid number"),
+        (lambda r: r["gans"]["dcgan"].update(wgan=True), ["prepare"], "gans.dcgan.wgan: unknown key"),
+        (lambda r: None, ["train-ae", "nosuchmodel"], "unknown model 'nosuchmodel'; registered models: pca, stacked"),
+        (lambda r: None, ["train-ae", "dcgan"], "'dcgan' is a gan: train it with `train-gan dcgan`"),
+        (lambda r: r["autoencoders"].pop("vae"), ["train-ae", "vae"], "model 'vae' is not in params.yaml"),
+        (lambda r: None, ["evaluate", "stacked", "--tracking", "wandb"], "'wandb' is not one of 'mlflow', 'none'"),
+        (lambda r: None, ["train-ae"], "Missing argument 'name'"),
+        (lambda r: None, ["fit"], "No such command 'fit'"),
+        (lambda r: None, ["train-ae", "stacked"], "no prepared dataset here (run the 'prepare' stage first)"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(workdir, tiny_raw, invoke, edit, args, expected):
+    raw = copy.deepcopy(tiny_raw)
+    edit(raw)
+    write_params(workdir / "params.yaml", raw)
+    result = invoke(*args)
+    assert_one_line_error(result, expected)
+    assert not (workdir / "data" / "prepared").exists() and not (workdir / "models").exists()
+
+
+def test_missing_params_file(workdir, invoke):
+    assert_one_line_error(invoke("prepare", "--params", "missing.yaml"), "missing.yaml: no such file")
+
+
+def _chain(invoke, tracking: str) -> None:
+    for args in (["prepare"], ["evaluator"], ["train-ae", "vae"], ["train-gan", "dcgan"],
+                 ["evaluate", "vae"], ["evaluate", "dcgan"]):
+        result = invoke(*args, *(["--tracking", tracking] if args != ["prepare"] else []))
+        assert result.exit_code == 0, result.output
+
+
+def test_stages_are_deterministic_and_tracked_in_mlflow(tmp_path, monkeypatch, tiny_raw, invoke):
+    """Same seed on CPU -> byte-identical metrics and models; MLflow records runs without changing results."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    outputs = {}
+    for name, tracking in (("a", "mlflow"), ("b", "none")):
+        (tmp_path / name).mkdir()
+        monkeypatch.chdir(tmp_path / name)
+        write_params(tmp_path / name / "params.yaml", tiny_raw)
+        _chain(invoke, tracking)
+        outputs[name] = {p.relative_to(tmp_path / name): p.read_bytes()
+                         for p in sorted((tmp_path / name).glob("*/*.*")) if p.suffix in (".json", ".pt")}
+    assert outputs["a"].keys() == outputs["b"].keys()
+    assert {str(p) for p in outputs["a"]} >= {"metrics/vae.json", "metrics/dcgan.json", "metrics/evaluator.json",
+                                              "models/vae.pt", "models/dcgan.pt"}
+    assert outputs["a"] == outputs["b"]
+
+    vae = json.loads(outputs["a"][Path("metrics/vae.json")])
+    assert vae["n_generated"] == 100 and 0 <= vae["precision"] <= 1 and vae["test_mse"] < 0.2
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
+    by_stage = {r.data.tags["dvc.stage"]: r for r in runs}
+    assert set(by_stage) == {"evaluator", "train_ae@vae", "train_gan@dcgan", "evaluate@vae", "evaluate@dcgan"}
+    train = by_stage["train_ae@vae"]
+    assert train.info.status == "FINISHED" and train.data.tags["git.commit"] and train.data.tags["model"] == "vae"
+    assert train.data.params["config.code_size"] == "10" and train.data.params["seed"] == "42"
+    client = mlflow.MlflowClient()
+    kl = client.get_metric_history(train.info.run_id, "train_kl")
+    assert [m.step for m in kl] == [1, 2]  # per-epoch terms of the ELBO, logged separately
+    assert by_stage["evaluate@dcgan"].data.metrics["fid"] == json.loads(outputs["a"][Path("metrics/dcgan.json")])["fid"]
+    assert (tmp_path / "a" / "mlartifacts").is_dir()  # artifacts anchored beside the database
+
+
+def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
+    """SIGKILL a real training process after a checkpoint, start it again: same model bytes as a clean run."""
+    raw = copy.deepcopy(tiny_raw)
+    raw["gans"]["dcgan"]["epochs"] = 12
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("DVC_ROOT", None)
+    cmd = [sys.executable, "-m", "stages", "train-gan", "dcgan", "--tracking", "none"]
+    for name in ("clean", "killed"):
+        (tmp_path / name).mkdir()
+        write_params(tmp_path / name / "params.yaml", raw)
+        subprocess.run([sys.executable, "-m", "stages", "prepare"], cwd=tmp_path / name, env=env, check=True,
+                       capture_output=True)
+    subprocess.run(cmd, cwd=tmp_path / "clean", env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = killed / "checkpoints" / "dcgan.ckpt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    assert not (killed / "models" / "dcgan.pt").exists()
+    again = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "resuming dcgan" in again.stderr
+    assert (killed / "models" / "dcgan.pt").read_bytes() == (tmp_path / "clean" / "models" / "dcgan.pt").read_bytes()
+    assert not ckpt.exists()
+
+
+def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_raw, invoke):
+    monkeypatch.chdir(tmp_path)
+    raw = copy.deepcopy(tiny_raw)
+    raw["autoencoders"] = {"pca": raw["autoencoders"]["pca"]}
+    write_params(tmp_path / "params.yaml", raw)
+    for args in (["prepare"], ["evaluator", "--tracking", "none"], ["train-ae", "pca", "--tracking", "none"],
+                 ["train-gan", "dcgan", "--tracking", "none"], ["evaluate", "pca", "--tracking", "none"]):
+        assert invoke(*args).exit_code == 0
+    # the GAN was trained but not evaluated: the report names what is missing
+    assert_one_line_error(invoke("report", "--tracking", "none"), "metrics/dcgan.json: missing")
+    assert not (tmp_path / "reports").exists()
+    assert invoke("evaluate", "dcgan", "--tracking", "none").exit_code == 0
+    assert invoke("report", "--tracking", "none").exit_code == 0
+    first = {p.name: p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    assert invoke("report", "--tracking", "none").exit_code == 0
+    second = {p.name: p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()}
+    assert first == second
+    text = first["README.md"].decode()
+    assert "| pca |" in text and "| dcgan |" in text and "real: test split vs train split" in text
+    assert {"curves_autoencoders.png", "curves_gans.png", "pca_reconstructions.png", "dcgan_samples.png"} <= set(first)

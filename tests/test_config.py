@@ -1,0 +1,66 @@
+"""params.yaml is validated into typed config once; every bad value is one line naming the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from pipeline import StudyError
+from pipeline.config import load_config, parse_config
+from tests.conftest import ROOT
+
+
+def test_the_repository_params_are_valid():
+    cfg = load_config(ROOT / "params.yaml")
+    assert cfg.data.dataset == "mnist5k"
+    assert set(cfg.models()) >= {"pca", "stacked", "vae", "dcgan"}
+    assert cfg.model("stacked").hidden == [100] and cfg.model("stacked").code_size == 30
+    assert cfg.model("vae").code_size == 10
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda r: r["autoencoders"]["stacked"].update(lr=-1), "autoencoders.stacked.lr: Input should be greater than 0"),
+        (lambda r: r["autoencoders"]["stacked"].update(epochs="many"), "autoencoders.stacked.epochs: Input should be a valid integer"),
+        (lambda r: r["autoencoders"]["stacked"].update(dropout=0.5), "autoencoders.stacked.dropout: unknown key; allowed here: epochs"),
+        (lambda r: r["data"].update(dataset="imagenet"), "data.dataset: Input should be 'mnist5k', 'mnist'"),
+        (lambda r: r["autoencoders"].update(transformer={}), "autoencoders.transformer: unknown model 'transformer'; registered: pca, stacked, vae"),
+        (lambda r: r["autoencoders"].update(dcgan={}), "autoencoders.dcgan: 'dcgan' is a gan; list it under 'gans'"),
+        (lambda r: r.update(device="tpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
+        (lambda r: r.update(colour="blue"), "colour: unknown key; allowed here: seed, device, data"),
+        (lambda r: r["autoencoders"]["stacked"].update(loss="bce", output="linear"), "loss 'bce' needs output 'sigmoid'"),
+        (lambda r: r["evaluate"].update(kid_subset_size=5000), "kid_subset_size (5000) must not exceed n_generated"),
+        (lambda r: r["gans"]["dcgan"].update(objective="hinge"), "gans.dcgan.objective: Input should be 'nonsaturating'"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(params_raw, edit, expected):
+    raw = copy.deepcopy(params_raw)
+    edit(raw)
+    with pytest.raises(StudyError) as err:
+        parse_config(raw)
+    message = str(err.value)
+    assert expected in message
+    assert "\n" not in message and message.startswith("params.yaml: ")
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: 1\ndata: [unclosed\n")
+    with pytest.raises(StudyError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(StudyError, match="no such file"):
+        load_config(tmp_path / "absent.yaml")
+
+
+def test_unknown_model_lookup_lists_the_models(params_raw):
+    cfg = parse_config(params_raw)
+    with pytest.raises(StudyError, match="models there: pca, stacked, vae, dcgan"):
+        cfg.model("progan")
+
+
+def test_config_is_frozen(params_raw):
+    cfg = parse_config(params_raw)
+    with pytest.raises(Exception):
+        cfg.seed = 3  # type: ignore[misc]

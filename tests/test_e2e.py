@@ -1,0 +1,116 @@
+"""The real pipeline: `dvc repro` on tiny params in a temporary git copy of this repository, then the loop a
+user lives in: commit, edit one param, `dvc status`, `dvc params diff`, `dvc repro`, `dvc metrics diff`,
+`dvc exp run --temp -S ...`, all recorded in one MLflow database at the repository root."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT, write_params
+
+pytestmark = pytest.mark.e2e
+# what the pipeline writes: left behind so that the copy starts from the code and params alone
+OUTPUTS = ("data/prepared", "models/", "runs/", "metrics/", "reports/", "checkpoints/", "dvc.lock", "mlflow.db",
+           "mlartifacts/")
+
+
+def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1800)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, tiny_raw):
+    repo = tmp_path_factory.mktemp("e2e") / "study"
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        src = ROOT / name
+        if src.is_file() and not name.startswith(OUTPUTS):
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / name)
+    raw = dict(tiny_raw, tracking={**tiny_raw["tracking"], "log_model": "pytorch"})
+    write_params(repo / "params.yaml", raw)
+    env = {k: v for k, v in os.environ.items() if k not in ("DVC_ROOT", "MLFLOW_TRACKING_URI", "DVC_STAGE")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # `python` = this interpreter
+    env["PYTHONPATH"] = str(repo)
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "e2e@example.com"],
+                ["git", "config", "user.name", "e2e"], ["git", "add", "-A"], ["git", "commit", "-qm", "tiny study"]):
+        sh(*cmd, cwd=repo, env=env)
+    first = sh("dvc", "repro", cwd=repo, env=env)
+    return repo, env, first
+
+
+def test_repro_produces_metrics_report_and_mlflow_runs(study):
+    repo, env, first = study
+    for stage in ("prepare", "evaluator", "train_ae@pca", "train_ae@stacked", "train_ae@vae", "train_gan@dcgan",
+                  "evaluate@vae", "report"):
+        assert f"Running stage '{stage}'" in first.stdout
+    evaluator = json.loads((repo / "metrics" / "evaluator.json").read_text())
+    assert 0.5 < evaluator["test_accuracy"] <= 1  # two epochs on 400 images
+    floor = evaluator["real_vs_real"]
+    assert floor["n_real"] == 400 and floor["n_generated"] == 100 and 0 <= floor["precision"] <= 1
+    stacked = json.loads((repo / "metrics" / "stacked.json").read_text())
+    assert 0 < stacked["test_mse"] < 0.15 and stacked["code_size"] == 30 and stacked["pca_test_mse"] > 0
+    dcgan = json.loads((repo / "metrics" / "dcgan.json").read_text())
+    assert dcgan["fid"] > evaluator["real_vs_real"]["fid"] and dcgan["n_generated"] == 100
+    report = (repo / "reports" / "README.md").read_text()
+    assert "## Autoencoders" in report and "## Generative quality" in report and "| stacked |" in report
+    assert (repo / "reports" / "figures" / "curves_gans.png").stat().st_size > 1000
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
+    stages = {r.data.tags["dvc.stage"] for r in runs}
+    assert {"evaluator", "train_ae@stacked", "train_gan@dcgan", "evaluate@dcgan", "report"} <= stages
+    commit = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).stdout.strip()
+    assert all(r.data.tags["git.commit"] == commit for r in runs)
+    assert (repo / "mlartifacts").is_dir()
+
+
+def test_the_user_loop_reruns_only_what_changed(study):
+    repo, env, _ = study
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "results", cwd=repo, env=env)
+    assert "up to date" in sh("dvc", "repro", cwd=repo, env=env).stdout  # the no-op rerun
+
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["autoencoders"]["stacked"]["epochs"] = 3
+    write_params(repo / "params.yaml", raw)
+    changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo, env=env).stdout))
+    assert changed == {"train_ae@stacked", "report"}  # downstream stages show up once their inputs change
+    params = json.loads(sh("dvc", "params", "diff", "--json", cwd=repo, env=env).stdout)
+    epochs = params["params.yaml"]["autoencoders.stacked.epochs"]
+    assert (epochs["old"], epochs["new"]) == (2, 3)
+
+    rerun = sh("dvc", "repro", cwd=repo, env=env).stdout
+    ran = {line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train_ae@stacked", "evaluate@stacked", "report"}
+    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo, env=env).stdout)
+    assert set(diff["metrics/stacked.json"]) >= {"test_mse", "probe_accuracy"}
+    assert "metrics/vae.json" not in diff
+
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "three epochs", cwd=repo, env=env)
+    exp = sh("dvc", "exp", "run", "--temp", "-n", "faster-vae", "-S", "autoencoders.vae.lr=0.003", cwd=repo, env=env)
+    assert "Running stage 'train_ae@vae'" in exp.stdout
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
+    assert "faster-vae" in shown
+
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
+    tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == "faster-vae"]
+    assert {r.data.tags["dvc.stage"] for r in tagged} >= {"train_ae@vae", "evaluate@vae"}

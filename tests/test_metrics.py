@@ -1,0 +1,73 @@
+"""Metrics behave as defined on inputs whose answer is known."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline import StudyError
+from pipeline.evaluate.metrics import (class_coverage, embed, fid_kid, generative_metrics, linear_probe, pca_mse,
+                                       precision_recall)
+from pipeline.models.pca import PCA, PCAConfig
+
+
+def test_precision_recall_on_known_sets():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(300, 8, generator=g)
+    assert precision_recall(real, real.clone(), k=3) == (1.0, 1.0)
+    far = torch.randn(200, 8, generator=g) + 100.0
+    assert precision_recall(real, far, k=3) == (0.0, 0.0)
+    # a generator that covers only half of the real data: precise, half the recall
+    half = real[real[:, 0] > 0]
+    p, r = precision_recall(real, half, k=3)
+    assert p == 1.0 and 0.4 < r < 0.9
+
+
+def test_class_coverage_counts_and_kl():
+    uniform = class_coverage(torch.arange(1000) % 10, 10, 0.2)
+    assert uniform["classes_covered"] == 10 and uniform["class_kl"] == pytest.approx(0.0, abs=1e-12)
+    collapsed = class_coverage(torch.full((500,), 3), 10, 0.2)
+    assert collapsed["classes_covered"] == 1 and collapsed["class_kl"] == pytest.approx(math.log(10))
+    # a class with a few stray predictions is not covered: 1% < 0.2 x 10%
+    stray = torch.cat([torch.arange(990) % 9, torch.full((10,), 9)])
+    assert class_coverage(stray, 10, 0.2)["classes_covered"] == 9
+
+
+def test_fid_of_a_set_with_itself_is_zero_and_grows_with_corruption(tiny_cfg, tiny_data, tiny_evaluator):
+    x = tiny_data.x_train[:200]
+    same = fid_kid(tiny_evaluator, x, x.clone(), tiny_cfg.evaluate, 0)
+    noisy = fid_kid(tiny_evaluator, x, (x + 0.5 * torch.rand_like(x)).clamp(0, 1), tiny_cfg.evaluate, 0)
+    assert abs(same["fid"]) < 1e-2 and noisy["fid"] > 10 * max(same["fid"], 1e-3)
+    assert noisy["kid_mean"] > same["kid_mean"]
+
+
+def test_generative_metrics_are_deterministic_and_complete(tiny_cfg, tiny_data, tiny_evaluator):
+    a = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7)
+    b = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7)
+    assert a == b
+    assert {"fid", "kid_mean", "kid_std", "precision", "recall", "classes_covered", "class_kl", "n_real",
+            "n_generated"} <= a.keys()
+    assert a["n_real"] == 400 and a["n_generated"] == 100
+
+
+def test_kid_subset_larger_than_the_samples_is_refused(tiny_cfg, tiny_data, tiny_evaluator):
+    with pytest.raises(StudyError, match="kid_subset_size"):
+        fid_kid(tiny_evaluator, tiny_data.x_train, tiny_data.x_test[:20], tiny_cfg.evaluate, 0)
+
+
+def test_pca_baseline_matches_the_pca_model(tiny_data):
+    model = PCA(PCAConfig(code_size=12), tiny_data.shape)
+    model.fit(tiny_data.x_train)
+    own = float(((model.reconstruct(tiny_data.x_test) - tiny_data.x_test) ** 2).mean())
+    assert own == pytest.approx(pca_mse(tiny_data.x_train, tiny_data.x_test, 12), rel=1e-5)
+    assert pca_mse(tiny_data.x_train, tiny_data.x_test, 40) < pca_mse(tiny_data.x_train, tiny_data.x_test, 5)
+
+
+def test_linear_probe_reads_labels_from_informative_codes(tiny_data, tiny_evaluator):
+    f_train, _ = embed(tiny_evaluator, tiny_data.x_train)
+    f_test, _ = embed(tiny_evaluator, tiny_data.x_test)
+    informative = linear_probe(f_train, tiny_data.y_train, f_test, tiny_data.y_test, 500)
+    noise = linear_probe(torch.randn(400, 16), tiny_data.y_train, torch.randn(100, 16), tiny_data.y_test, 500)
+    assert informative > 0.6 and noise < 0.35

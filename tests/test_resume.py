@@ -1,0 +1,55 @@
+"""Interrupted training resumes from its last checkpoint and ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pipeline import StudyError
+from pipeline.train.session import TrainPaths, train_model
+
+
+def _final(paths: TrainPaths):
+    model = torch.load(paths.model, weights_only=True)["state_dict"]
+    history = json.loads((paths.run_dir / "history.json").read_text())
+    return model, history
+
+
+@pytest.mark.parametrize("name, stop_at", [("vae", 17), ("dcgan", 9)])
+def test_resume_matches_an_uninterrupted_run(name, stop_at, tiny_cfg, tiny_data, tmp_path):
+    straight = TrainPaths.for_model(name, tmp_path / "straight")
+    assert train_model(name, tiny_cfg, tiny_data, straight)
+    assert not straight.checkpoint.exists()  # discarded once the model file is written
+
+    broken = TrainPaths.for_model(name, tmp_path / "broken")
+    # stop mid-epoch (12 steps an epoch with 400 images and batch 32), between two periodic checkpoints
+    assert not train_model(name, tiny_cfg, tiny_data, broken, max_steps=stop_at)
+    assert broken.checkpoint.exists() and not broken.model.exists()
+    assert torch.load(broken.checkpoint, weights_only=True)["state"]["step"] == stop_at
+    assert train_model(name, tiny_cfg, tiny_data, broken)  # a new process would do exactly this
+
+    (w1, h1), (w2, h2) = _final(straight), _final(broken)
+    assert h1 == h2
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(tiny_cfg, tiny_data, tmp_path, capsys):
+    paths = TrainPaths.for_model("stacked", tmp_path)
+    assert not train_model("stacked", tiny_cfg, tiny_data, paths, max_steps=3)
+    raw = tiny_cfg.model_dump()
+    raw["autoencoders"]["stacked"]["lr"] = 0.01
+    other = type(tiny_cfg).model_validate(raw)
+    assert train_model("stacked", other, tiny_data, paths)
+    assert "made with other settings" in capsys.readouterr().err
+    history = json.loads((paths.run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+
+
+def test_corrupt_checkpoint_is_one_clear_error(tiny_cfg, tiny_data, tmp_path):
+    paths = TrainPaths.for_model("stacked", tmp_path)
+    paths.checkpoint.parent.mkdir(parents=True)
+    paths.checkpoint.write_bytes(b"\x00garbage")
+    with pytest.raises(StudyError, match="unreadable checkpoint .* delete it to start over"):
+        train_model("stacked", tiny_cfg, tiny_data, paths)
