@@ -186,3 +186,15 @@ def load(data_dir: Path) -> Dataset:
     as_float = lambda a: torch.from_numpy(a).float().div_(255.0)  # noqa: E731
     return Dataset(as_float(arrays["x_train"]), torch.from_numpy(arrays["y_train"]),
                    as_float(arrays["x_test"]), torch.from_numpy(arrays["y_test"]), manifest)
+
+
+def showcase(y: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of n images cycling through the classes (the first of each class, then the second, ...).
+
+    Grids show every class this way; the splits themselves are ordered by class for some datasets.
+    """
+    by_class = [torch.nonzero(y == c).flatten().tolist() for c in range(int(y.max()) + 1)]
+    picked: list[int] = []
+    for rank in range(max(map(len, by_class))):
+        picked += [idx[rank] for idx in by_class if rank < len(idx)]
+    return torch.tensor(picked[:n])

@@ -52,10 +52,11 @@ def _curves(histories: dict[str, list[dict]], panels: list[tuple[str, str, str]]
         for i, (name, history) in enumerate(histories.items()):
             epochs = [r["epoch"] for r in history]
             color = f"C{i}"
-            if key in history[0]:
-                ax.plot(epochs, [r[key] for r in history], color=color, marker="." if len(epochs) < 3 else None,
-                        label=name)
-            if dashed and dashed in history[0]:
+            if key in history[0] and len(history) == 1:  # fitted in one shot (PCA): a level, not a curve
+                ax.axhline(history[0][key], color=color, linestyle=":", label=name)
+            elif key in history[0]:
+                ax.plot(epochs, [r[key] for r in history], color=color, label=name)
+            if dashed and dashed in history[0] and len(history) > 1:
                 ax.plot(epochs, [r[dashed] for r in history], color=color, linestyle="--", linewidth=1)
         ax.set_title(title)
         ax.set_xlabel("epoch")

@@ -50,8 +50,8 @@ class NullTracker:
 
     @contextmanager
     def run(self, name: str, run_id: str | None = None, tags: dict | None = None,
-            params: dict | None = None) -> Iterator[str]:
-        yield run_id or "untracked"
+            params: dict | None = None) -> Iterator[str | None]:
+        yield None
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         pass
@@ -85,14 +85,15 @@ class MlflowTracker(NullTracker):
     @contextmanager
     def run(self, name: str, run_id: str | None = None, tags: dict | None = None,
             params: dict | None = None) -> Iterator[str]:
-        if run_id is not None and self._exists(run_id):
-            active = self.mlflow.start_run(run_id=run_id)  # resuming an interrupted run
+        resumed = run_id is not None and self._exists(run_id)
+        if resumed:
+            active = self.mlflow.start_run(run_id=run_id)  # continuing an interrupted run
         else:
             active = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=name)
         with active as run:
             if tags:
                 self.mlflow.set_tags(tags)
-            if params and run_id is None:
+            if params and not resumed:
                 flat = {k: ("null" if v is None else v) for k, v in flatten(params).items()}
                 self.mlflow.log_params(flat)
             yield run.info.run_id

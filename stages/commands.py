@@ -17,13 +17,20 @@ def _config(params: Path):
 
 
 @command
-def prepare(params: Path = PARAMS) -> None:
+def prepare(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Load the dataset, split it (seeded, stratified) and write data/prepared with its manifest."""
+    from pipeline.config import config_dump
     from pipeline.data import prepare as run
+    from pipeline.tracking import run_tags
 
     cfg = _config(params)
+    tracker = tracker_for(cfg, tracking)
     manifest = run(cfg.data, cfg.seed, DATA)
     counts = {s: v["images"] for s, v in manifest["splits"].items()}
+    with tracker.run("prepare", tags=run_tags(study_root(), "prepare"),
+                     params={"seed": cfg.seed, "data": config_dump(cfg.data)}):
+        tracker.log_metrics({f"{s}_images": n for s, n in counts.items()})
+        tracker.log_artifact(DATA / "manifest.json")
     typer.echo(f"prepared {manifest['dataset']}: {counts}, shape {manifest['shape']}, sha256 {manifest['sha256'][:12]}")
 
 
@@ -97,10 +104,10 @@ def report(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     from pipeline.report import write_report
 
     cfg = _config(params)
-    path = write_report(cfg, Path("metrics"), Path("runs"), Path("reports"))
-    tracker = tracker_for(cfg, tracking)
     from pipeline.tracking import run_tags
 
+    path = write_report(cfg, Path("metrics"), Path("runs"), Path("reports"))
+    tracker = tracker_for(cfg, tracking)
     with tracker.run("report", tags=run_tags(study_root(), "report")):
         tracker.log_artifact(path)
     typer.echo(f"wrote {path}")

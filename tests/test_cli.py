@@ -83,7 +83,7 @@ def test_missing_params_file(workdir, invoke):
 def _chain(invoke, tracking: str) -> None:
     for args in (["prepare"], ["evaluator"], ["train-ae", "vae"], ["train-gan", "dcgan"],
                  ["evaluate", "vae"], ["evaluate", "dcgan"]):
-        result = invoke(*args, *(["--tracking", tracking] if args != ["prepare"] else []))
+        result = invoke(*args, "--tracking", tracking)
         assert result.exit_code == 0, result.output
 
 
@@ -112,7 +112,7 @@ def test_stages_are_deterministic_and_tracked_in_mlflow(tmp_path, monkeypatch, t
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
     by_stage = {r.data.tags["dvc.stage"]: r for r in runs}
-    assert set(by_stage) == {"evaluator", "train_ae@vae", "train_gan@dcgan", "evaluate@vae", "evaluate@dcgan"}
+    assert set(by_stage) == {"prepare", "evaluator", "train_ae@vae", "train_gan@dcgan", "evaluate@vae", "evaluate@dcgan"}
     train = by_stage["train_ae@vae"]
     assert train.info.status == "FINISHED" and train.data.tags["git.commit"] and train.data.tags["model"] == "vae"
     assert train.data.params["config.code_size"] == "10" and train.data.params["seed"] == "42"
@@ -133,7 +133,7 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
     for name in ("clean", "killed"):
         (tmp_path / name).mkdir()
         write_params(tmp_path / name / "params.yaml", raw)
-        subprocess.run([sys.executable, "-m", "stages", "prepare"], cwd=tmp_path / name, env=env, check=True,
+        subprocess.run([sys.executable, "-m", "stages", "prepare", "--tracking", "none"], cwd=tmp_path / name, env=env, check=True,
                        capture_output=True)
     subprocess.run(cmd, cwd=tmp_path / "clean", env=env, check=True, capture_output=True)
 
@@ -159,7 +159,7 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
     raw = copy.deepcopy(tiny_raw)
     raw["autoencoders"] = {"pca": raw["autoencoders"]["pca"]}
     write_params(tmp_path / "params.yaml", raw)
-    for args in (["prepare"], ["evaluator", "--tracking", "none"], ["train-ae", "pca", "--tracking", "none"],
+    for args in (["prepare", "--tracking", "none"], ["evaluator", "--tracking", "none"], ["train-ae", "pca", "--tracking", "none"],
                  ["train-gan", "dcgan", "--tracking", "none"], ["evaluate", "pca", "--tracking", "none"]):
         assert invoke(*args).exit_code == 0
     # the GAN was trained but not evaluated: the report names what is missing

@@ -92,3 +92,14 @@ def test_torchvision_dataset_offline_names_the_alternatives(tmp_path):
         assert "\n" not in str(exc)
     else:
         assert manifest["shape"] == [1, 28, 28]
+
+
+def test_showcase_cycles_through_the_classes():
+    import torch
+
+    from pipeline.data import showcase
+
+    y = torch.tensor([0] * 5 + [1] * 5 + [2] * 2)  # ordered by class, as mnist5k is
+    picked = showcase(y, 8)
+    assert y[picked].tolist() == [0, 1, 2, 0, 1, 2, 0, 1]
+    assert len(set(picked.tolist())) == 8

@@ -12,11 +12,11 @@ from pathlib import Path
 import torch
 
 from pipeline.config import StudyConfig
-from pipeline.data import Dataset
+from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
 from pipeline.evaluate.metrics import autoencoder_metrics, generative_metrics
 from pipeline.io import write_json
-from pipeline.models.base import Autoencoder, Generative
+from pipeline.models.base import GAN, Autoencoder, Generative
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train.common import count_params, grid, interleave_rows, load_model, resolve_device, save_grid
 
@@ -45,10 +45,10 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
     metrics: dict = {"model": name, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
         metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
-        shown = x_test[: cfg.train.grid_size // 2]
+        shown = x_test[showcase(data.y_test, cfg.train.grid_size // 2).to(device)]
         grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
     if isinstance(model, Generative):
-        if hasattr(model, "generator"):
+        if isinstance(model, GAN):
             metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
             metrics["discriminator_parameters"] = count_params(model.discriminator)
         fake = draw(model, cfg.evaluate.n_generated, cfg.seed + 1)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from pydantic import Field
 from sklearn.decomposition import PCA as SklearnPCA
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import Autoencoder, ClosedForm, ImageShape, ModelConfig
 
@@ -26,8 +26,9 @@ class PCA(Autoencoder, ClosedForm):
         self.shape = shape
         self.code_size = cfg.code_size
         d = int(np.prod(shape))
-        self.register_buffer("mean", torch.zeros(d))  # (D,)
-        self.register_buffer("components", torch.zeros(cfg.code_size, d))  # (K, D), orthonormal rows
+        # fitted in closed form, not by gradients: parameters that are counted but never trained
+        self.mean = nn.Parameter(torch.zeros(d), requires_grad=False)  # (D,)
+        self.components = nn.Parameter(torch.zeros(cfg.code_size, d), requires_grad=False)  # (K, D), orthonormal rows
 
     def fit(self, x: Tensor) -> None:
         flat = x.flatten(1).double().cpu().numpy()  # (N, D)

@@ -13,6 +13,7 @@ import time
 
 import torch
 
+from pipeline.data import showcase
 from pipeline.models.base import Autoencoder, ClosedForm, Generative
 from pipeline.train.common import batched, interleave_rows, make_optimizer
 from pipeline.train.session import Session
@@ -26,7 +27,7 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
     model: Autoencoder = s.model  # type: ignore[assignment]
     x_train, y_train = s.data.x_train.to(s.device), s.data.y_train.to(s.device)
     x_test = s.data.x_test.to(s.device)
-    shown = x_test[: s.cfg.train.grid_size // 2]
+    shown = x_test[showcase(s.data.y_test, s.cfg.train.grid_size // 2).to(s.device)]
     example = x_test[:2]  # two: keeps the batch dimension dynamic in the exported model
 
     def end_epoch(epoch: int) -> dict[str, float]:

@@ -63,7 +63,8 @@ def save_grid(image: Tensor, path: Path) -> None:
 
 
 def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+    """Every weight the module uses (PCA's fitted components included, an EMA copy excluded by the caller)."""
+    return sum(p.numel() for p in module.parameters())
 
 
 def save_model(path: Path, name: str, family: str, cfg: dict, shape, model: nn.Module, extra: dict) -> None:
