@@ -55,12 +55,12 @@ def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
 
 def _train(name: str, family: str, params: Path, tracking: Tracking) -> None:
     from pipeline.data import load
-    from pipeline.models import spec
+    from pipeline.models import TRAIN_STAGE, spec
     from pipeline.train.session import TrainPaths, train_model
 
     cfg = _config(params)
     if spec(name).family != family:
-        other = {"autoencoder": "train-ae", "gan": "train-gan"}[spec(name).family]
+        other = TRAIN_STAGE[spec(name).family].replace("_", "-")
         raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
     cfg.model(name)  # listed in params.yaml?
     train_model(name, cfg, load(DATA), TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root())

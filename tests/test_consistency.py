@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from pipeline.models import MODELS, PARAMS_BLOCK
+from pipeline.models import MODELS, PARAMS_BLOCK, TRAIN_STAGE
 from stages import app
 from tests.conftest import ROOT
 
@@ -21,10 +21,10 @@ def test_every_registered_model_is_in_the_study_under_its_family(params_raw):
 
 def test_training_stages_iterate_over_the_params_blocks():
     stages = _dvc_yaml()["stages"]
-    assert stages["train_ae"]["foreach"] == "${autoencoders}"
-    assert stages["train_gan"]["foreach"] == "${gans}"
-    assert "train-ae ${key}" in stages["train_ae"]["do"]["cmd"]
-    assert "train-gan ${key}" in stages["train_gan"]["do"]["cmd"]
+    assert set(TRAIN_STAGE) == set(PARAMS_BLOCK)
+    for family, stage in TRAIN_STAGE.items():
+        assert stages[stage]["foreach"] == "${" + PARAMS_BLOCK[family] + "}"
+        assert stages[stage]["do"]["cmd"] == f"python -m stages {stage.replace('_', '-')} ${{key}}"
 
 
 def test_evaluate_stage_lists_exactly_the_models_of_params(params_raw):

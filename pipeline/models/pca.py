@@ -43,5 +43,4 @@ class PCA(Autoencoder, ClosedForm):
         return (z @ self.components + self.mean).unflatten(1, self.shape)  # (B, C, H, W)
 
     def loss(self, x: Tensor) -> dict[str, Tensor]:
-        mse = torch.mean((self(x) - x) ** 2)
-        return {"loss": mse, "mse": mse}
+        return {"loss": torch.mean((self(x) - x) ** 2)}

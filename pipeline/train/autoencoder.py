@@ -34,9 +34,12 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         model.eval()
         with torch.no_grad():
             row = {"train_mse": reconstruction_mse(model, x_train), "test_mse": reconstruction_mse(model, x_test)}
-            terms = [model.loss(chunk) for chunk in x_test.split(500)]
+            chunks = x_test.split(500)
+            terms = [model.loss(chunk) for chunk in chunks]
             for k in terms[0]:
-                row[f"test_{k}"] = float(sum(t[k] * len(c) for t, c in zip(terms, x_test.split(500))) / len(x_test))
+                if f"test_{k}" in row:
+                    raise RuntimeError(f"{s.name}: loss term '{k}' clashes with the loop's own test_{k}")
+                row[f"test_{k}"] = sum(float(t[k]) * len(c) for t, c in zip(terms, chunks)) / len(x_test)
             s.grid(interleave_rows(shown, model.reconstruct(shown)), "reconstructions", epoch)
             if isinstance(model, Generative):
                 fixed = torch.Generator().manual_seed(s.cfg.seed)  # the same latents every epoch
@@ -54,7 +57,7 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
             s.tracker.log_metrics(row, step=1)
             timing = {"train_seconds": round(seconds, 3), "images_seen": len(x_train), "steps": 0,
                       "images_per_second": round(len(x_train) / seconds, 1)}
-            s.finish([row], timing, example, {"model": model})
+            s.finish([row], timing, example)
         return True
 
     cfg = s.mcfg
@@ -76,6 +79,6 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         if not done:
             return False
         model.eval()
-        s.finish(loop.state.history, loop.timing(), example, {"model": model})
+        s.finish(loop.state.history, loop.timing(), example)
     loop.discard()
     return True

@@ -87,7 +87,6 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
         recalibrate_batchnorm(model)
         model.eval()
         s.grid(model(fixed_z), "samples", cfg.epochs)  # the final grid, with recalibrated statistics
-        s.finish(loop.state.history, loop.timing(), fixed_z[:2], {"generator": model.generator,
-                                                                 "discriminator": model.discriminator})
+        s.finish(loop.state.history, loop.timing(), fixed_z[:2])
     loop.discard()
     return True

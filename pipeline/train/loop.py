@@ -141,7 +141,10 @@ class Loop:
                         self.save()
                         return False
                 row = {"epoch": epoch + 1, **{f"train_{k}": v / per_epoch for k, v in s.sums.items()}}
-                row.update(end_epoch(epoch + 1))
+                extra = end_epoch(epoch + 1)
+                if clash := row.keys() & extra.keys():
+                    raise RuntimeError(f"{self.desc}: epoch metrics {sorted(clash)} come from both the step and the epoch end")
+                row.update(extra)
                 s.history.append(row)
                 s.epoch, s.batch, s.sums = epoch + 1, 0, {}
                 on_epoch(row)

@@ -18,9 +18,9 @@ from torch import Tensor, nn
 from pipeline.config import StudyConfig, config_dump
 from pipeline.data import Dataset
 from pipeline.io import write_json
-from pipeline.models import build, spec
+from pipeline.models import TRAIN_STAGE, build, spec
 from pipeline.tracking import NullTracker, run_tags
-from pipeline.train.common import count_params, fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
+from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
 from pipeline.train.loop import Loop
 
 
@@ -46,7 +46,7 @@ class Session:
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.model: nn.Module = build(name, self.mcfg, data.shape).to(self.device)
-        self.stage = f"train_{'ae' if self.spec.family == 'autoencoder' else self.spec.family}@{name}"
+        self.stage = f"{TRAIN_STAGE[self.spec.family]}@{name}"
         self.params: dict[str, Any] = {
             "model": name, "family": self.spec.family, "seed": cfg.seed, "device": str(self.device),
             "config": config_dump(self.mcfg), "data": config_dump(cfg.data), "train": config_dump(cfg.train),
@@ -76,8 +76,7 @@ class Session:
         save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
         self.tracker.log_image(image, key=key, step=epoch)
 
-    def finish(self, history: list[dict], timing: dict, example: Tensor, modules: dict[str, nn.Module],
-               extra: dict | None = None) -> None:
+    def finish(self, history: list[dict], timing: dict, example: Tensor, extra: dict | None = None) -> None:
         """Write history, timing and (last) the model file; log the model; the run is then complete."""
         write_json(self.paths.run_dir / "history.json", history)
         write_json(self.paths.run_dir / "timing.json", timing)
