@@ -71,14 +71,4 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         opt.step()
         return {k: v.item() for k, v in out.items()}
 
-    with s.run(loop.state.run_id) as run_id:
-        loop.state.run_id = run_id
-        model.train()
-        done = loop.run(x_train, y_train, step, end_epoch, lambda row: s.tracker.log_metrics(row, row["epoch"]),
-                        max_steps=max_steps)
-        if not done:
-            return False
-        model.eval()
-        s.finish(loop.state.history, loop.timing(), example)
-    loop.discard()
-    return True
+    return s.fit(loop, x_train, y_train, step, end_epoch, example, max_steps)

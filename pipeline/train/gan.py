@@ -77,16 +77,9 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
             s.grid(model(fixed_z), "samples", epoch)
         return {}
 
-    with s.run(loop.state.run_id) as run_id:
-        loop.state.run_id = run_id
-        model.train()
-        done = loop.run(x_train, y_train, step, end_epoch, lambda row: s.tracker.log_metrics(row, row["epoch"]),
-                        max_steps=max_steps)
-        if not done:
-            return False
+    def before_finish() -> None:
         recalibrate_batchnorm(model)
-        model.eval()
-        s.grid(model(fixed_z), "samples", cfg.epochs)  # the final grid, with recalibrated statistics
-        s.finish(loop.state.history, loop.timing(), fixed_z[:2])
-    loop.discard()
-    return True
+        with torch.no_grad():
+            s.grid(model(fixed_z), "samples", cfg.epochs)  # the final grid, with recalibrated statistics
+
+    return s.fit(loop, x_train, y_train, step, end_epoch, fixed_z[:2], max_steps, before_finish)

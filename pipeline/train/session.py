@@ -76,6 +76,20 @@ class Session:
         save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
         self.tracker.log_image(image, key=key, step=epoch)
 
+    def fit(self, loop: Loop, x: Tensor, y: Tensor, step, end_epoch, example: Tensor,
+            max_steps: int | None = None, before_finish=lambda: None) -> bool:
+        """Run the family's step/end_epoch through the loop inside the tracking run, then finish."""
+        with self.run(loop.state.run_id) as run_id:
+            loop.state.run_id = run_id
+            self.model.train()
+            if not loop.run(x, y, step, end_epoch, lambda row: self.tracker.log_metrics(row, row["epoch"]), max_steps):
+                return False
+            before_finish()
+            self.model.eval()
+            self.finish(loop.state.history, loop.timing(), example)
+        loop.discard()
+        return True
+
     def finish(self, history: list[dict], timing: dict, example: Tensor, extra: dict | None = None) -> None:
         """Write history, timing and (last) the model file; log the model; the run is then complete."""
         write_json(self.paths.run_dir / "history.json", history)
