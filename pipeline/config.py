@@ -60,9 +60,14 @@ class EvaluateConfig(Strict):
     kid_subsets: int = Field(50, ge=1)
     coverage_min_share: float = Field(0.2, gt=0, le=1)  # a class is covered with >= this share of 1/K
     probe_max_iter: int = Field(2000, ge=10)
+    few_labels: list[int | Literal["all"]] = Field(default_factory=lambda: [50, 100, 500, 1000, "all"])
+    few_label_steps: int = Field(200, ge=1)  # Adam steps per few-label classifier
+    few_label_lr: float = Field(1e-3, gt=0, le=1)
 
     @model_validator(mode="after")
     def _kid_fits(self):
+        if any(n != "all" and n < 1 for n in self.few_labels):
+            raise ValueError("few_labels are counts >= 1 or 'all'")
         if self.kid_subset_size > self.n_generated:
             raise ValueError(f"kid_subset_size ({self.kid_subset_size}) must not exceed n_generated ({self.n_generated})")
         return self

@@ -22,12 +22,16 @@ def shrink(raw: dict) -> dict:
     raw = copy.deepcopy(raw)
     raw["data"].update(train_size=400, test_size=100)
     raw["evaluator"].update(epochs=2, batch_size=32)
-    raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200)
+    raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200,
+                           few_labels=[20, "all"], few_label_steps=5)
     raw["train"].update(checkpoint_every=5, grid_size=16)
     for block in ("autoencoders", "gans"):
         for entry in raw[block].values():
             if "epochs" in entry:
                 entry["epochs"] = 2
+            if "pretrain_epochs" in entry:  # one epoch per layer, then one of fine-tuning
+                entry["pretrain_epochs"] = 1
+                entry["epochs"] = len(entry.get("hidden", [])) + 2
             if "batch_size" in entry:
                 entry["batch_size"] = min(entry["batch_size"], 32)
     raw["tracking"]["log_model"] = "none"

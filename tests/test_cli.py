@@ -58,7 +58,7 @@ def workdir(tmp_path, monkeypatch, tiny_raw):
         (lambda r: r["data"].update(test_size=5), ["prepare"], "data.test_size: Input should be greater than or equal to 10"),
         (lambda r: r["autoencoders"]["vae"].update(beta="lots"), ["prepare"], "autoencoders.vae.beta: Input should be a valid number"),
         (lambda r: r["gans"]["dcgan"].update(wgan=True), ["prepare"], "gans.dcgan.wgan: unknown key"),
-        (lambda r: None, ["train-ae", "nosuchmodel"], "unknown model 'nosuchmodel'; registered models: pca, stacked"),
+        (lambda r: None, ["train-ae", "nosuchmodel"], "unknown model 'nosuchmodel'; registered models: pca, linear, stacked"),
         (lambda r: None, ["train-ae", "dcgan"], "'dcgan' is a gan: train it with `train-gan dcgan`"),
         (lambda r: r["autoencoders"].pop("vae"), ["train-ae", "vae"], "model 'vae' is not in params.yaml"),
         (lambda r: None, ["evaluate", "stacked", "--tracking", "wandb"], "'wandb' is not one of 'mlflow', 'none'"),

@@ -24,9 +24,9 @@ def test_the_repository_params_are_valid():
     [
         (lambda r: r["autoencoders"]["stacked"].update(lr=-1), "autoencoders.stacked.lr: Input should be greater than 0"),
         (lambda r: r["autoencoders"]["stacked"].update(epochs="many"), "autoencoders.stacked.epochs: Input should be a valid integer"),
-        (lambda r: r["autoencoders"]["stacked"].update(dropout=0.5), "autoencoders.stacked.dropout: unknown key; allowed here: epochs"),
+        (lambda r: r["autoencoders"]["stacked"].update(dropout=0.5), "autoencoders.stacked.dropout: unknown key; allowed here: codings_map, epochs"),
         (lambda r: r["data"].update(dataset="imagenet"), "data.dataset: Input should be 'mnist5k', 'mnist'"),
-        (lambda r: r["autoencoders"].update(transformer={}), "autoencoders.transformer: unknown model 'transformer'; registered: pca, stacked, vae"),
+        (lambda r: r["autoencoders"].update(transformer={}), "autoencoders.transformer: unknown model 'transformer'; registered: pca, linear, stacked, tied"),
         (lambda r: r["autoencoders"].update(dcgan={}), "autoencoders.dcgan: 'dcgan' is a gan; list it under 'gans'"),
         (lambda r: r.update(device="tpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
         (lambda r: r.update(colour="blue"), "colour: unknown key; allowed here: seed, device, data"),
@@ -56,7 +56,7 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 def test_unknown_model_lookup_lists_the_models(params_raw):
     cfg = parse_config(params_raw)
-    with pytest.raises(StudyError, match="models there: pca, stacked, vae, dcgan"):
+    with pytest.raises(StudyError, match="models there: pca, linear, stacked, .*, vae, dcgan"):
         cfg.model("progan")
 
 

@@ -14,11 +14,14 @@ import torch
 from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
-from pipeline.evaluate.metrics import autoencoder_metrics, generative_metrics
-from pipeline.io import write_json
+from pipeline.evaluate.metrics import autoencoder_metrics, generative_metrics, tsne_map
+from pipeline.evaluate.pretraining import few_label_accuracy
+from pipeline.io import atomic_dir, write_json
+from pipeline.models import build, spec
 from pipeline.models.base import GAN, Autoencoder, Generative
 from pipeline.tracking import NullTracker, run_tags
-from pipeline.train.common import count_params, grid, interleave_rows, load_model, resolve_device, save_grid
+from pipeline.train.common import (batched, count_params, grid, interleave_rows, load_model, resolve_device, save_grid,
+                                   seed_everything)
 
 
 def draw(model: Generative, n: int, seed: int, chunk: int = 500) -> torch.Tensor:
@@ -42,11 +45,27 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
     x_train, x_test = data.x_train.to(device), data.x_test.to(device)
     y_train, y_test = data.y_train.to(device), data.y_test.to(device)
     grids: dict[str, torch.Tensor] = {}
+    arrays: dict[str, list] = {}
     metrics: dict = {"model": name, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
         metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
-        shown = x_test[showcase(data.y_test, cfg.train.grid_size // 2).to(device)]
+        for phase, mse in payload["extra"].get("phase_test_mse", {}).items():
+            metrics[f"test_mse_after_{phase}"] = mse
+        by_class = x_test[showcase(data.y_test, len(data.y_test)).to(device)]  # classes in turn, for pictures
+        shown = by_class[: cfg.train.grid_size // 2]
         grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
+        own = model.analyze(x_train, by_class, cfg.seed)
+        metrics.update(own.metrics)
+        grids.update(own.grids)
+        arrays.update(own.arrays)
+        model_cfg = spec(name).config.model_validate(payload["config"])
+        if cfg.evaluate.few_labels:
+            seed_everything(cfg.seed)
+            fresh = build(name, model_cfg, data.shape).to(device)  # the from-scratch baseline
+            metrics.update(few_label_accuracy(model, fresh, x_train, y_train, x_test, y_test, data.num_classes,
+                                              cfg.evaluate, cfg.seed))
+        if model_cfg.codings_map == "tsne":
+            arrays.update(tsne_map(batched(model.encode, x_test), data.y_test, cfg.seed))
     if isinstance(model, Generative):
         if isinstance(model, GAN):
             metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
@@ -56,11 +75,13 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
         grids["samples"] = fake[: cfg.train.grid_size]
     stage = f"evaluate@{name}"
     with tracker.run(stage, tags=run_tags(root, stage, name), params={"model": name, "evaluate": cfg.evaluate.model_dump()}):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for key, images in grids.items():
-            image = grid(images)
-            save_grid(image, out_dir / f"{key}.png")
-            tracker.log_image(image, key=key)
+        with atomic_dir(out_dir) as tmp:
+            for key, images in grids.items():
+                image = grid(images)
+                save_grid(image, tmp / f"{key}.png")
+                tracker.log_image(image, key=key)
+            if arrays:
+                write_json(tmp / "arrays.json", arrays)
         tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         write_json(metrics_path, metrics)
         tracker.log_artifact(metrics_path)

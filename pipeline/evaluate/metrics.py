@@ -7,8 +7,9 @@
   inside the generated manifold.
 - Class coverage: classes predicted for at least `min_share / K` of the samples (K classes), and the KL
   divergence of the predicted-class histogram from uniform (0 = perfectly balanced, log K = one class only).
-- Autoencoders: reconstruction MSE per pixel on [0, 1] pixels, PCA of the same code size as a baseline, and
-  linear-probe accuracy of the codings (logistic regression fit on train codings, scored on test codings).
+- Autoencoders: reconstruction MSE per pixel on [0, 1] pixels, PCA of the same code size as a baseline,
+  linear-probe accuracy of the codings (logistic regression fit on train codings, scored on test codings), and
+  how many coding units vary at all over the test set (a ReLU coding unit can die).
 """
 
 from __future__ import annotations
@@ -108,8 +109,12 @@ def pca_mse(x_train: Tensor, x_test: Tensor, code_size: int) -> float:
 
 
 def linear_probe(train_codes: Tensor, y_train: Tensor, test_codes: Tensor, y_test: Tensor, max_iter: int) -> float:
+    from sklearn.exceptions import ConvergenceWarning
+
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    probe.fit(train_codes.double().cpu().numpy(), y_train.cpu().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # max_iter bounds the time; the score is what counts
+        probe.fit(train_codes.double().cpu().numpy(), y_train.cpu().numpy())
     return float(probe.score(test_codes.double().cpu().numpy(), y_test.cpu().numpy()))
 
 
@@ -120,7 +125,17 @@ def autoencoder_metrics(model: Autoencoder, x_train: Tensor, y_train: Tensor, x_
     test_mse = float(((batched(model.reconstruct, x_test) - x_test) ** 2).mean())
     train_mse = float(((batched(model.reconstruct, x_train) - x_train) ** 2).mean())
     baseline = pca_mse(x_train, x_test, model.code_size)
-    probe = linear_probe(batched(model.encode, x_train), y_train, batched(model.encode, x_test), y_test,
-                         cfg.probe_max_iter)
+    test_codes = batched(model.encode, x_test)
+    probe = linear_probe(batched(model.encode, x_train), y_train, test_codes, y_test, cfg.probe_max_iter)
     return {"test_mse": test_mse, "train_mse": train_mse, "pca_test_mse": baseline,
-            "mse_ratio_to_pca": test_mse / baseline, "probe_accuracy": probe, "code_size": model.code_size}
+            "mse_ratio_to_pca": test_mse / baseline, "probe_accuracy": probe, "code_size": model.code_size,
+            "active_codes": int((test_codes.std(0) > 1e-6).sum())}  # coding units that vary (ReLU ones can die)
+
+
+def tsne_map(codes: Tensor, labels: Tensor, seed: int) -> dict[str, list]:
+    """A 2-D t-SNE embedding of codings (van der Maaten & Hinton 2008), for a map coloured by class."""
+    from sklearn.manifold import TSNE
+
+    xy = TSNE(n_components=2, init="pca", random_state=seed, perplexity=30).fit_transform(codes.double().cpu().numpy())
+    return {"tsne_x": [round(float(v), 4) for v in xy[:, 0]], "tsne_y": [round(float(v), 4) for v in xy[:, 1]],
+            "tsne_label": [int(v) for v in labels.cpu()]}

@@ -14,9 +14,16 @@ from torch import nn
 from pipeline import StudyError
 
 from .base import ImageShape, ModelConfig
+from .conv import Conv, ConvConfig
 from .dcgan import DCGAN, DCGANConfig
+from .denoising import Denoising, DropoutDenoisingConfig, GaussianDenoisingConfig
+from .greedy import Greedy, GreedyConfig
+from .linear import LinearAE, LinearConfig
 from .pca import PCA, PCAConfig
+from .recurrent import Recurrent, RecurrentConfig
+from .sparse import KLSparseConfig, L1SparseConfig, Sparse
 from .stacked import Stacked, StackedConfig
+from .tied import Tied, TiedConfig
 from .vae import VAE, VAEConfig
 
 Family = Literal["autoencoder", "gan"]
@@ -34,7 +41,16 @@ class ModelSpec:
 
 MODELS: dict[str, ModelSpec] = {
     "pca": ModelSpec("autoencoder", PCAConfig, PCA, "PCA, the linear baseline (scikit-learn)"),
+    "linear": ModelSpec("autoencoder", LinearConfig, LinearAE, "linear autoencoder (= PCA's subspace)"),
     "stacked": ModelSpec("autoencoder", StackedConfig, Stacked, "stacked undercomplete autoencoder"),
+    "tied": ModelSpec("autoencoder", TiedConfig, Tied, "stacked autoencoder with tied weights"),
+    "greedy": ModelSpec("autoencoder", GreedyConfig, Greedy, "stacked autoencoder trained greedily layer-wise"),
+    "recurrent": ModelSpec("autoencoder", RecurrentConfig, Recurrent, "LSTM sequence-to-vector-to-sequence"),
+    "conv": ModelSpec("autoencoder", ConvConfig, Conv, "convolutional autoencoder"),
+    "denoising_gaussian": ModelSpec("autoencoder", GaussianDenoisingConfig, Denoising, "denoising, Gaussian noise"),
+    "denoising_dropout": ModelSpec("autoencoder", DropoutDenoisingConfig, Denoising, "denoising, dropout noise"),
+    "sparse_l1": ModelSpec("autoencoder", L1SparseConfig, Sparse, "sparse, L1 penalty"),
+    "sparse_kl": ModelSpec("autoencoder", KLSparseConfig, Sparse, "sparse, KL-divergence penalty"),
     "vae": ModelSpec("autoencoder", VAEConfig, VAE, "variational autoencoder"),
     "dcgan": ModelSpec("gan", DCGANConfig, DCGAN, "deep convolutional GAN"),
 }

@@ -9,9 +9,11 @@ EMA copy of the generator; its objective (non-saturating BCE, ...) is named in i
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
@@ -28,7 +30,13 @@ class ModelConfig(Strict):
     """Base of every registry entry's config."""
 
 
-class GradientTraining(ModelConfig):
+class AutoencoderConfig(ModelConfig):
+    """Shared by every autoencoder: what its evaluation draws besides the standard metrics."""
+
+    codings_map: Literal["tsne", "none"] = "none"  # a 2-D t-SNE map of the test codings, coloured by class
+
+
+class GradientTraining(AutoencoderConfig):
     """Knobs of the autoencoder loop, shared by every gradient-trained autoencoder."""
 
     epochs: int = Field(20, ge=1)
@@ -57,10 +65,44 @@ def activation(name: str) -> nn.Module:
     return layers[name]()
 
 
+def mlp(widths: list[int], act: str, last_act: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if last_act or i < len(widths) - 2:
+            layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+def reconstruction_loss(kind: str, x_hat: Tensor, x: Tensor) -> Tensor:
+    """Mean per-pixel loss; `x_hat` is a probability when kind is 'bce'."""
+    if kind == "bce":
+        return F.binary_cross_entropy(x_hat.clamp(1e-7, 1 - 1e-7), x)
+    return F.mse_loss(x_hat, x)
+
+
+@dataclass
+class Analysis:
+    """What a model's own evaluation adds to the standard metrics (see `Autoencoder.analyze`)."""
+
+    metrics: dict[str, float] = field(default_factory=dict)  # into metrics/<model>.json
+    grids: dict[str, Tensor] = field(default_factory=dict)  # image batches, saved as grids in the report
+    arrays: dict[str, list[float]] = field(default_factory=dict)  # series for the report's figures
+
+
 class Autoencoder(nn.Module):
     """Encoder + decoder. Subclasses set `code_size` and implement encode, decode and loss."""
 
     code_size: int
+
+    def start_epoch(self, epoch: int) -> str | None:
+        """Called by the loop before each epoch (1-based); a model with a training schedule (greedy
+        layer-wise training) switches phase here and returns the phase's name, others return None."""
+        return None
+
+    def analyze(self, x_train: Tensor, x_test: Tensor, seed: int) -> Analysis:
+        """Model-specific evaluation (noise robustness, sparsity, interpolations, ...); none by default."""
+        return Analysis()
 
     def encode(self, x: Tensor) -> Tensor:  # (B, C, H, W) -> (B, code_size)
         raise NotImplementedError

@@ -13,10 +13,10 @@ from pydantic import Field
 from sklearn.decomposition import PCA as SklearnPCA
 from torch import Tensor, nn
 
-from .base import Autoencoder, ClosedForm, ImageShape, ModelConfig
+from .base import Autoencoder, AutoencoderConfig, ClosedForm, ImageShape
 
 
-class PCAConfig(ModelConfig):
+class PCAConfig(AutoencoderConfig):
     code_size: int = Field(30, ge=1)
 
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .base import Autoencoder, GradientTraining, ImageShape, activation
+from .base import Autoencoder, GradientTraining, ImageShape, mlp, reconstruction_loss
 
 
 class StackedConfig(GradientTraining):
@@ -31,22 +29,6 @@ class StackedConfig(GradientTraining):
         if any(w < 1 for w in self.hidden):
             raise ValueError("hidden widths must be >= 1")
         return self
-
-
-def mlp(widths: list[int], act: str, last_act: bool) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(a, b))
-        if last_act or i < len(widths) - 2:
-            layers.append(activation(act))
-    return nn.Sequential(*layers)
-
-
-def reconstruction_loss(kind: str, x_hat: Tensor, x: Tensor) -> Tensor:
-    """Mean per-pixel loss; `x_hat` is a probability when kind is 'bce'."""
-    if kind == "bce":
-        return F.binary_cross_entropy(x_hat.clamp(1e-7, 1 - 1e-7), x)
-    return F.mse_loss(x_hat, x)
 
 
 class Stacked(Autoencoder):

@@ -5,6 +5,9 @@ The encoder gives the mean coding mu and log sigma^2; a coding is z = mu + sigma
 (the reparameterization trick; the slide's "sigma^2 * eps" is a typo). The loss is the negative ELBO:
 reconstruction (summed over pixels) + beta * KL(q(z|x) || N(0, I)), the KL in closed form
 1/2 * sum(sigma^2 + mu^2 - log sigma^2 - 1). Both terms are logged separately.
+
+As a generative model it samples z ~ N(0, I) and decodes it; `analyze` adds semantic interpolation: a walk
+along each latent axis (the others at 0) and straight lines between the mean codings of two test images.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Autoencoder, Generative, GradientTraining, ImageShape
-from .stacked import mlp
+from .base import Analysis, Autoencoder, Generative, GradientTraining, ImageShape, mlp
 
 
 class VAEConfig(GradientTraining):
@@ -66,3 +68,19 @@ class VAE(Autoencoder, Generative):
         device = self.mu.weight.device
         z = torch.randn(n, self.code_size, generator=generator).to(device)  # z ~ N(0, I)
         return self.decode(z).clamp(0, 1)
+
+    @torch.no_grad()
+    def analyze(self, x_train: Tensor, x_test: Tensor, seed: int) -> Analysis:
+        device = self.mu.weight.device
+        steps = torch.linspace(-3, 3, 9, device=device)
+        axes = torch.zeros(self.code_size, 9, self.code_size, device=device)  # (axis, step, code)
+        for i in range(self.code_size):
+            axes[i, :, i] = steps
+        traversal = self.decode(axes.flatten(0, 1)).unflatten(0, (self.code_size, 9))  # (axis, 9, C, H, W)
+        a, b = self.encode(x_test[0:16:2]), self.encode(x_test[1:16:2])  # 8 pairs of test images
+        t = torch.linspace(0, 1, 9, device=device)[None, :, None]  # (1, 9, 1)
+        line = a[:, None] * (1 - t) + b[:, None] * t  # (8, 9, code)
+        between = self.decode(line.flatten(0, 1)).unflatten(0, (len(a), 9))
+        ends = torch.stack([x_test[0:16:2], x_test[1:16:2]], 1)  # the two images themselves
+        between = torch.cat([ends[:, :1], between, ends[:, 1:]], 1)  # (8, 11, C, H, W)
+        return Analysis(grids={"latent_axes": traversal.clamp(0, 1), "interpolation": between.clamp(0, 1)})

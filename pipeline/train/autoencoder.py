@@ -30,10 +30,18 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
     shown = x_test[showcase(s.data.y_test, s.cfg.train.grid_size // 2).to(s.device)]
     example = x_test[:2]  # two: keeps the batch dimension dynamic in the exported model
 
-    def end_epoch(epoch: int) -> dict[str, float]:
+    phase: dict[str, str] = {}  # the schedule's phase of the current epoch, for models that have one
+
+    def start_epoch(epoch: int) -> None:
+        name = model.start_epoch(epoch)
+        phase.clear()
+        if name is not None:
+            phase["phase"] = name
+
+    def end_epoch(epoch: int) -> dict:
         model.eval()
         with torch.no_grad():
-            row = {"train_mse": reconstruction_mse(model, x_train), "test_mse": reconstruction_mse(model, x_test)}
+            row = {**phase, "train_mse": reconstruction_mse(model, x_train), "test_mse": reconstruction_mse(model, x_test)}
             chunks = x_test.split(500)
             terms = [model.loss(chunk) for chunk in chunks]
             for k in terms[0]:
@@ -71,4 +79,9 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         opt.step()
         return {k: v.item() for k, v in out.items()}
 
-    return s.fit(loop, x_train, y_train, step, end_epoch, example, max_steps)
+    def summary(history: list[dict]) -> dict:
+        """The test MSE at the end of each phase (e.g. before and after fine-tuning)."""
+        return {"phase_test_mse": {r["phase"]: r["test_mse"] for r in history if "phase" in r}}
+
+    return s.fit(loop, x_train, y_train, step, end_epoch, example, max_steps, on_epoch_start=start_epoch,
+                 summary=summary)

@@ -54,6 +54,10 @@ def fingerprint(*parts: Any) -> str:
 
 
 def grid(images: Tensor, nrow: int = 8) -> Tensor:
+    """One image of a batch (N, C, H, W), nrow to a row, or of a table (rows, cols, C, H, W)."""
+    if images.dim() == 5:
+        nrow = images.shape[1]
+        images = images.flatten(0, 1)
     return make_grid(images.detach().clamp(0, 1).cpu(), nrow=nrow, padding=2, pad_value=1.0)  # (C, H', W')
 
 

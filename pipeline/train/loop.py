@@ -36,7 +36,7 @@ class Progress:
     batch: int = 0  # batches of that epoch already done
     step: int = 0  # optimizer steps in all
     sums: dict[str, float] = field(default_factory=dict)  # running sums of this epoch's step metrics
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per finished epoch
+    history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
     images: int = 0  # training images seen
     seconds: float = 0.0  # time spent in training steps (excludes end-of-epoch evaluation)
     run_id: str | None = None  # the tracking run, continued on resume
@@ -115,6 +115,7 @@ class Loop:
         end_epoch: EndEpochFn,
         on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
         max_steps: int | None = None,
+        on_epoch_start: Callable[[int], None] = lambda epoch: None,
     ) -> bool:
         """Train to the last epoch; returns False when stopped early by `max_steps` (checkpoint kept)."""
         n, bs, s = len(x), self.batch_size, self.state
@@ -126,6 +127,7 @@ class Loop:
         try:
             for epoch in range(s.epoch, self.epochs):
                 order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
+                on_epoch_start(epoch + 1)  # also when resuming mid-epoch: schedules depend on the epoch only
                 for b in range(s.batch, per_epoch):
                     idx = order[b * bs:(b + 1) * bs].to(x.device)
                     t0 = time.perf_counter()
@@ -148,7 +150,8 @@ class Loop:
                 s.history.append(row)
                 s.epoch, s.batch, s.sums = epoch + 1, 0, {}
                 on_epoch(row)
-                shown = "  ".join(f"{k} {v:.4g}" for k, v in row.items() if k != "epoch")
+                shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                                  for k, v in row.items() if k != "epoch")
                 tqdm.write(f"{self.desc} epoch {epoch + 1}/{self.epochs}  {shown}", file=sys.stderr)
                 self.save()
         finally:

@@ -77,16 +77,20 @@ class Session:
         self.tracker.log_image(image, key=key, step=epoch)
 
     def fit(self, loop: Loop, x: Tensor, y: Tensor, step, end_epoch, example: Tensor,
-            max_steps: int | None = None, before_finish=lambda: None) -> bool:
-        """Run the family's step/end_epoch through the loop inside the tracking run, then finish."""
+            max_steps: int | None = None, before_finish=lambda: None, on_epoch_start=lambda epoch: None,
+            summary=lambda history: {}) -> bool:
+        """Run the family's step/end_epoch through the loop inside the tracking run, then finish.
+
+        `summary(history)` gives what the model file keeps of the history besides the epoch count."""
         with self.run(loop.state.run_id) as run_id:
             loop.state.run_id = run_id
             self.model.train()
-            if not loop.run(x, y, step, end_epoch, lambda row: self.tracker.log_metrics(row, row["epoch"]), max_steps):
+            if not loop.run(x, y, step, end_epoch, lambda row: self.tracker.log_metrics(row, row["epoch"]),
+                            max_steps, on_epoch_start):
                 return False
             before_finish()
             self.model.eval()
-            self.finish(loop.state.history, loop.timing(), example)
+            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history))
         loop.discard()
         return True
 

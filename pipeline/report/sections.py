@@ -1,0 +1,347 @@
+"""The report's sections, in order. Each takes the loaded study and returns markdown, or None when no model
+has what the section shows."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.evaluate.pretraining import MODES
+from pipeline.report import Study
+from pipeline.report import figures as fig
+
+Fmt = Callable[[Any], str]
+
+
+def _num(digits: int) -> Fmt:
+    return lambda v: "–" if v is None else f"{v:.{digits}f}"
+
+
+def _int(v: Any) -> str:
+    return "–" if v is None else f"{int(v):,}"
+
+
+def table(columns: list[tuple[str, str, Fmt]], rows: list[dict]) -> str:
+    """A markdown table; columns are (header, key, formatter)."""
+    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(f(row.get(k)) for _, k, f in columns) + " |")
+    return "\n".join(lines)
+
+
+def images(study: Study, names: list[str], key: str) -> str:
+    shown = [n for n in names if (study.figures / f"{n}_{key}.png").is_file()]
+    return " ".join(f"![{n}](figures/{n}_{key}.png)" for n in shown) + "\n\n" + " · ".join(f"`{n}`" for n in shown) \
+        + " (left to right)"
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(f"`{n}`" for n in names) if names else "none"
+
+
+def header(study: Study) -> str:
+    s, m = study.manifest["splits"], study.manifest
+    shape = "×".join(str(v) for v in m["shape"])
+    return "\n".join([
+        "# Results of the study",
+        "",
+        "_Written by `python -m stages report` (the `report` stage) from `metrics/*.json`, `runs/*/train/*.json` and "
+        "`runs/*/eval/*` only; rerun `dvc repro` to refresh it. Do not edit by hand._",
+        "",
+        f"Dataset **{m['dataset']}**: {s['train']['images']:,} train and {s['test']['images']:,} test images "
+        f"({shape}, {len(m['classes'])} classes, stratified split, seed {m['seed']}). Evaluator CNN (trained on the "
+        f"train split only): test accuracy **{study.evaluator['test_accuracy']:.4f}** on {study.evaluator['n_test']:,} "
+        "test images.",
+        "",
+    ])
+
+
+def autoencoders(study: Study) -> str | None:
+    aes = study.family("autoencoder")
+    if not aes:
+        return None
+    rows = [{"model": n, **study.metrics[n]} for n in aes]
+    few = [(f"{mode} @100", f"few_label_{mode}_100", _num(3)) for mode in MODES if any(f"few_label_{mode}_100" in r for r in rows)]
+    pixels = int(np.prod(study.manifest["shape"]))
+    under = [n for n in aes if study.metrics[n]["code_size"] < pixels]
+    better = [n for n in under if study.metrics[n]["mse_ratio_to_pca"] < 1]
+    worse = [f"`{n}` ({study.metrics[n]['mse_ratio_to_pca']:.3f})" for n in under if n not in better]
+    s = study.manifest["splits"]
+    return "\n".join([
+        "## Autoencoders",
+        "",
+        table([("model", "model", str), ("parameters", "parameters", _int), ("code size", "code_size", _int),
+               ("active codes", "active_codes", _int), ("test MSE", "test_mse", _num(5)),
+               ("PCA test MSE (same code size)", "pca_test_mse", _num(5)), ("ratio to PCA", "mse_ratio_to_pca", _num(3)),
+               ("linear-probe accuracy", "probe_accuracy", _num(3)), *few, ("epochs", "epochs", _int),
+               ("train time (s)", "train_seconds", _num(1)), ("images/s", "images_per_second", _int)], rows),
+        "",
+        f"MSE: mean squared error per pixel, pixels in [0, 1], reconstructions clipped to [0, 1], on the "
+        f"{s['test']['images']:,} clean test images (lower is better). PCA: scikit-learn PCA fitted on the train split "
+        "with the model's code size. Active codes: coding units whose value varies over the test images. Linear probe: "
+        "logistic regression on standardised codings (the VAE's mean coding), fitted on the train codings. "
+        "`@100`: test accuracy of a classifier on the encoder trained with 100 labels (see *Pretraining with few "
+        "labels*). Train time counts optimizer steps only (not the per-epoch evaluation); images/s = training images "
+        "processed per second of it.",
+        "",
+        f"Better than PCA of the same code size on test MSE: {_names(better)}. Not better (ratio): "
+        f"{', '.join(worse) if worse else 'none'}.",
+        "",
+        "Test images (odd rows) over their reconstructions (even rows):",
+        "",
+        images(study, aes, "reconstructions"),
+        "",
+        "Reconstruction MSE per epoch, train (dashed) against test (solid): where the two part, the model "
+        "over-fits its 4,000 training images.",
+        "",
+        f"![curves](figures/{fig.curves_per_model({n: study.histories[n] for n in aes}, 'test_mse', 'train_mse', 'reconstruction MSE per epoch', study.figures / 'curves_autoencoders.png')})",
+        "",
+    ])
+
+
+def linear_vs_pca(study: Study) -> str | None:
+    names = study.having("principal_angle_max_deg")
+    if not names:
+        return None
+    rows = []
+    for n in names:
+        angles = study.arrays[n]["principal_angles_deg"]
+        rows.append({"model": n, **study.metrics[n], "under10": f"{sum(a < 10 for a in angles)} of {len(angles)}"})
+    path = fig.principal_angles({n: study.arrays[n]["principal_angles_deg"] for n in names}, study.figures / "principal_angles.png")
+    return "\n".join([
+        "## A linear autoencoder is PCA",
+        "",
+        table([("model", "model", str), ("code size", "code_size", _int), ("test MSE", "test_mse", _num(5)),
+               ("PCA test MSE", "pca_test_mse", _num(5)), ("ratio", "mse_ratio_to_pca", _num(4)),
+               ("mean principal angle (°)", "principal_angle_mean_deg", _num(2)),
+               ("largest principal angle (°)", "principal_angle_max_deg", _num(1)), ("angles under 10°", "under10", str)], rows),
+        "",
+        "The principal angles between the decoder's column space and the span of PCA's top components measure "
+        "whether both found the same subspace (0° everywhere: identical). The MSE ratio says how much of that "
+        "matters for reconstruction: directions whose variances are nearly equal can be swapped at almost no cost, "
+        "so a large last angle with a ratio near 1 means the autoencoder has found PCA's subspace up to "
+        "near-degenerate directions that gradient descent has not yet separated.",
+        "",
+        f"![principal angles](figures/{path})",
+        "",
+    ])
+
+
+def greedy(study: Study) -> str | None:
+    names = [n for n in study.family("autoencoder") if any("phase" in r for r in study.histories[n])]
+    if not names:
+        return None
+    out = ["## Greedy layer-wise training", ""]
+    for n in names:
+        phases = list(dict.fromkeys(r["phase"] for r in study.histories[n]))
+        row = {"model": n, **{p: study.metrics[n].get(f"test_mse_after_{p}") for p in phases}}
+        out += [table([("model", "model", str), *[(f"test MSE after {p}", p, _num(5)) for p in phases]], [row]), ""]
+    out += [
+        "Each phase trains one shallow autoencoder on the codings of the layers below (held fixed); the last phase "
+        "fine-tunes the stacked network end to end. The stack's test MSE before fine-tuning is the column before "
+        "last; after fine-tuning, the last.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def denoising(study: Study) -> str | None:
+    names = study.having("noisy_test_mse")
+    if not names:
+        return None
+    rows = []
+    for n in names:
+        c = study.cfg.model(n)
+        rows.append({"model": n, "noise": f"{c.noise} {c.noise_level:g}", **study.metrics[n]})
+    return "\n".join([
+        "## Denoising",
+        "",
+        table([("model", "model", str), ("training noise", "noise", str), ("clean test MSE", "test_mse", _num(5)),
+               ("PCA, clean", "pca_test_mse", _num(5)), ("noisy test images, denoised", "noisy_test_mse", _num(5)),
+               ("noisy test images as they are", "noise_mse", _num(5))], rows),
+        "",
+        "Noise is applied only while training. The last two columns corrupt the test images with the model's own "
+        "noise (seeded): its reconstruction of them against the clean images, next to the noisy images themselves.",
+        "",
+        "Rows: clean test images, their noisy versions, the model's reconstructions of the noisy ones.",
+        "",
+        images(study, names, "denoising"),
+        "",
+    ])
+
+
+def sparsity(study: Study) -> str | None:
+    names = study.having("mean_activation")
+    if not names:
+        return None
+    rows = []
+    for n in names:
+        c = study.cfg.model(n)
+        rows.append({"model": n, "penalty": f"{c.penalty}, weight {c.weight:g}", **study.metrics[n]})
+    hist = fig.activation_histograms({n: study.arrays[n]["unit_mean_activation"] for n in names},
+                                     {n: study.metrics[n]["target_activation"] for n in names},
+                                     study.figures / "sparse_activations.png")
+    targets = sorted({study.metrics[n]["target_activation"] for n in names})
+    penalties = [fig.sparsity_penalties(t, study.figures / f"sparsity_penalties_{t:g}.png") for t in targets]
+    within = [n for n in names if abs(study.metrics[n]["activation_ratio_to_target"] - 1) <= 0.2]
+    return "\n".join([
+        "## Sparse autoencoders",
+        "",
+        table([("model", "model", str), ("penalty", "penalty", str), ("target", "target_activation", _num(3)),
+               ("mean activation", "mean_activation", _num(4)), ("ratio to target", "activation_ratio_to_target", _num(2)),
+               ("activations above 0.5", "units_firing_per_image", _num(4)), ("dead units", "dead_units", _num(2)),
+               ("test MSE", "test_mse", _num(5))], rows),
+        "",
+        "Mean activation: of the sigmoid coding units over the test images. Activations above 0.5: the share of "
+        "(unit, image) pairs where a unit is more on than off. Dead units: share of units whose mean activation is "
+        f"below 0.001. Within 20 % of the target: {_names(within)}.",
+        "",
+        "Both penalties reach the target mean, by different routes, which the histograms of each unit's mean "
+        "activation show: the KL penalty constrains each unit's *mean*, which the network can meet with every unit "
+        "weakly on for every image; the L1 penalty pushes activations themselves to zero and silences many units "
+        "outright.",
+        "",
+        f"![unit activations](figures/{hist})",
+        "",
+        *[f"![penalties](figures/{p})" for p in penalties],
+        "",
+    ])
+
+
+def variational(study: Study) -> str | None:
+    names = [n for n in study.having("fid", "autoencoder") if "test_kl" in study.histories[n][0]]
+    if not names:
+        return None
+    path = fig.curves_together({n: study.histories[n] for n in names},
+                               [("test_reconstruction", "train_reconstruction", "reconstruction term (test solid, train dashed)"),
+                                ("test_kl", "train_kl", "KL term (test solid, train dashed)")],
+                               study.figures / "elbo_terms.png")
+    return "\n".join([
+        "## Variational autoencoder",
+        "",
+        "The two terms of the negative ELBO per epoch, per image: reconstruction (summed squared error) and "
+        "KL(q(z|x) || N(0, I)).",
+        "",
+        f"![ELBO terms](figures/{path})",
+        "",
+        "Samples from z ~ N(0, I):",
+        "",
+        images(study, names, "samples"),
+        "",
+        "Walking along each latent axis from -3 to 3 (one row per axis, the other coordinates at 0):",
+        "",
+        images(study, names, "latent_axes"),
+        "",
+        "Interpolating between the mean codings of two test images (the images themselves at both ends):",
+        "",
+        images(study, names, "interpolation"),
+        "",
+    ])
+
+
+def codings_maps(study: Study) -> str | None:
+    names = [n for n in study.metrics if "tsne_x" in study.arrays[n]]
+    if not names:
+        return None
+    out = ["## Visualising the codings", ""]
+    for n in names:
+        path = fig.codings_map(study.arrays[n], n, study.figures / f"{n}_tsne.png")
+        out += [f"t-SNE of `{n}`'s {study.metrics[n]['code_size']}-dimensional codings of the test images:", "",
+                f"![t-SNE](figures/{path})", ""]
+    return "\n".join(out)
+
+
+def pretraining(study: Study) -> str | None:
+    names = [n for n in study.family("autoencoder") if any(k.startswith("few_label_") for k in study.metrics[n])]
+    if not names:
+        return None
+    labels = study.cfg.evaluate.few_labels
+    n_train = study.manifest["splits"]["train"]["images"]
+    counts = [n_train if n == "all" else min(int(n), n_train) for n in labels]
+    acc = {n: {mode: [study.metrics[n].get(f"few_label_{mode}_{k}") for k in labels] for mode in MODES} for n in names}
+    path = fig.few_labels(acc, counts, list(MODES), study.figures / "few_labels.png")
+    rows = []
+    for n in names:
+        row = {"model": n}
+        for k in labels:
+            row[str(k)] = " / ".join("–" if (v := study.metrics[n].get(f"few_label_{m}_{k}")) is None else f"{v:.3f}"
+                                     for m in MODES)
+        rows.append(row)
+    sentences = []
+    for k, count in zip(labels, counts):
+        pairs = [(study.metrics[n].get(f"few_label_finetuned_{k}"), study.metrics[n].get(f"few_label_scratch_{k}"),
+                  study.metrics[n].get(f"few_label_frozen_{k}")) for n in names]
+        pairs = [p for p in pairs if None not in p]
+        if pairs:
+            tuned = sum(f > s for f, s, _ in pairs)
+            frozen = sum(z > s for _, s, z in pairs)
+            gain = float(np.mean([f - s for f, s, _ in pairs]))
+            sentences.append(f"with {count:,} labels, fine-tuning beats training from scratch for {tuned} of "
+                             f"{len(pairs)} encoders (mean gain {gain:+.3f}) and the frozen encoder beats it for {frozen}")
+    cfg = study.cfg.evaluate
+    return "\n".join([
+        "## Pretraining with few labels",
+        "",
+        "Each cell: test accuracy of a classifier (the encoder, then batch norm and a linear layer) trained on that "
+        f"many labelled train images (class-balanced) for {cfg.few_label_steps} Adam steps (lr {cfg.few_label_lr:g}): "
+        "frozen pretrained encoder / fine-tuned pretrained encoder / the same architecture from scratch.",
+        "",
+        table([("model", "model", str), *[(f"{c:,} labels", str(k), str) for k, c in zip(labels, counts)]], rows),
+        "",
+        f"![few labels](figures/{path})",
+        "",
+        "What it shows, counted from the table: " + "; ".join(sentences) + ". A fixed, small step budget favours "
+        "whatever starts closest to a good classifier; with all labels and more steps, the scratch models would "
+        "catch up further.",
+        "",
+    ])
+
+
+def generative(study: Study) -> str | None:
+    names = study.having("fid")
+    if not names:
+        return None
+    cfg = study.cfg
+    floor = {"model": "real: test split vs train split (floor)", **study.evaluator["real_vs_real"]}
+    rows = [floor] + [{"model": n, **study.metrics[n]} for n in names]
+    return "\n".join([
+        "## Generative quality",
+        "",
+        table([("model", "model", str), ("FID ↓", "fid", _num(2)), ("KID ↓", "kid_mean", _num(2)),
+               ("KID std", "kid_std", _num(2)), ("precision ↑", "precision", _num(3)),
+               ("recall ↑", "recall", _num(3)), ("classes covered (of 10)", "classes_covered", _int),
+               ("class KL ↓", "class_kl", _num(3)), ("real images", "n_real", _int),
+               ("generated images", "n_generated", _int), ("train time (s)", "train_seconds", _num(1)),
+               ("images/s", "images_per_second", _int)], rows),
+        "",
+        f"All measured in the evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not "
+        "Inception's: the numbers compare models within this study, not with published FIDs). FID and KID "
+        f"(torchmetrics; KID mean and std over {cfg.evaluate.kid_subsets} subsets of {cfg.evaluate.kid_subset_size}) "
+        "compare the generated images with the train split. Precision and recall: k-nearest-neighbour manifolds "
+        f"(Kynkäänniemi et al. 2019, k = {cfg.evaluate.knn_k}). A class is covered when the evaluator assigns it at "
+        f"least {cfg.evaluate.coverage_min_share:g} × 1/10 of the samples; class KL is the KL divergence of the "
+        "predicted-class histogram from uniform (0: balanced; ln 10 ≈ 2.303: a single class). The first row is the "
+        "floor: the same code comparing the real test split with the train split.",
+        "",
+        "Samples (the first 64 of the generated images):",
+        "",
+        images(study, names, "samples"),
+        "",
+    ])
+
+
+def gan_curves(study: Study) -> str | None:
+    gans = study.family("gan")
+    if not gans:
+        return None
+    path = fig.curves_together({n: study.histories[n] for n in gans},
+                               [("train_d_loss", "", "discriminator loss"), ("train_g_loss", "", "generator loss"),
+                                ("train_d_real", "train_d_fake", "D(real) solid, D(fake) dashed")],
+                               study.figures / "curves_gans.png")
+    return "\n".join(["## GAN training curves", "", f"![GAN curves](figures/{path})", ""])
+
+
+SECTIONS = [header, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps, pretraining,
+            generative, gan_curves]
