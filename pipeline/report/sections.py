@@ -41,6 +41,14 @@ def _names(names: list[str]) -> str:
     return ", ".join(f"`{n}`" for n in names) if names else "none"
 
 
+def _overcomplete(study: Study, name: str) -> bool:
+    """A coding wider than some hidden layer (read from the model's config, whatever the model)."""
+    cfg = study.cfg.model(name)
+    hidden = getattr(cfg, "hidden", None)
+    widths = hidden if isinstance(hidden, list) else [hidden] if isinstance(hidden, int) else []
+    return any(cfg.code_size > w for w in widths)
+
+
 def header(study: Study) -> str:
     s, m = study.manifest["splits"], study.manifest
     shape = "×".join(str(v) for v in m["shape"])
@@ -64,10 +72,13 @@ def autoencoders(study: Study) -> str | None:
         return None
     rows = [{"model": n, **study.metrics[n]} for n in aes]
     few = [(f"{mode} @100", f"few_label_{mode}_100", _num(3)) for mode in MODES if any(f"few_label_{mode}_100" in r for r in rows)]
-    pixels = int(np.prod(study.manifest["shape"]))
-    under = [n for n in aes if study.metrics[n]["code_size"] < pixels]
+    networks = [n for n in aes if study.metrics[n]["steps"] > 0]  # gradient-trained: not PCA itself
+    under = [n for n in networks if not _overcomplete(study, n)]
+    over = [n for n in networks if n not in under]
     better = [n for n in under if study.metrics[n]["mse_ratio_to_pca"] < 1]
     worse = [f"`{n}` ({study.metrics[n]['mse_ratio_to_pca']:.3f})" for n in under if n not in better]
+    dead = [f"`{n}` {m['code_size'] - m['active_codes']} of {m['code_size']}" for n in aes
+            if (m := study.metrics[n])["active_codes"] < m["code_size"]]
     s = study.manifest["splits"]
     return "\n".join([
         "## Autoencoders",
@@ -86,19 +97,28 @@ def autoencoders(study: Study) -> str | None:
         "labels*). Train time counts optimizer steps only (not the per-epoch evaluation); images/s = training images "
         "processed per second of it.",
         "",
-        f"Better than PCA of the same code size on test MSE: {_names(better)}. Not better (ratio): "
-        f"{', '.join(worse) if worse else 'none'}.",
+        f"Undercomplete networks better than PCA of the same code size on test MSE: {_names(better)}. Not better "
+        f"(ratio to PCA): {', '.join(worse) if worse else 'none'}. Overcomplete (coding wider than a hidden layer, "
+        f"so PCA with as many components is nearly lossless and no fair bar): {_names(over)}. Coding units that "
+        f"never vary over the test images (dead ReLUs): {', '.join(dead) if dead else 'none'}.",
         "",
         "Test images (odd rows) over their reconstructions (even rows):",
         "",
         images(study, aes, "reconstructions"),
         "",
-        "Reconstruction MSE per epoch, train (dashed) against test (solid): where the two part, the model "
-        "over-fits its 4,000 training images.",
-        "",
-        f"![curves](figures/{fig.curves_per_model({n: study.histories[n] for n in aes}, 'test_mse', 'train_mse', 'reconstruction MSE per epoch', study.figures / 'curves_autoencoders.png')})",
+        *_curves(study, networks),
         "",
     ])
+
+
+def _curves(study: Study, names: list[str]) -> list[str]:
+    if not names:
+        return []
+    path = fig.curves_per_model({n: study.histories[n] for n in names}, "test_mse", "train_mse",
+                                "reconstruction MSE per epoch", study.figures / "curves_autoencoders.png")
+    return ["Reconstruction MSE per epoch, train (dashed) against test (solid): where the two part, the model "
+            f"over-fits its {study.manifest['splits']['train']['images']:,} training images.", "",
+            f"![curves](figures/{path})"]
 
 
 def linear_vs_pca(study: Study) -> str | None:
