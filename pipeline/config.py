@@ -59,6 +59,7 @@ class EvaluateConfig(Strict):
     kid_subset_size: int = Field(500, ge=2)
     kid_subsets: int = Field(50, ge=1)
     coverage_min_share: float = Field(0.2, gt=0, le=1)  # a class is covered with >= this share of 1/K
+    coverage_samples: int = Field(500, ge=10)  # samples classified after every GAN epoch (mode collapse curve)
     probe_max_iter: int = Field(2000, ge=10)
     few_labels: list[int | Literal["all"]] = Field(default_factory=lambda: [50, 100, 500, 1000, "all"])
     few_label_steps: int = Field(200, ge=1)  # Adam steps per few-label classifier

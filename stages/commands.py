@@ -63,7 +63,15 @@ def _train(name: str, family: str, params: Path, tracking: Tracking) -> None:
         other = TRAIN_STAGE[spec(name).family].replace("_", "-")
         raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
     cfg.model(name)  # listed in params.yaml?
-    train_model(name, cfg, load(DATA), TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root())
+    classify = None
+    if family == "gan":  # the GAN loop watches class coverage every epoch
+        from pipeline.evaluate.evaluator import load_evaluator
+        from pipeline.evaluate.metrics import classifier
+        from pipeline.train.common import resolve_device
+
+        classify = classifier(load_evaluator(Path("models/evaluator.pt"), resolve_device(cfg.device)))
+    train_model(name, cfg, load(DATA), TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root(),
+                classify=classify)
     typer.echo(f"trained {name} -> models/{name}.pt")
 
 

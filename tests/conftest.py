@@ -29,6 +29,9 @@ def shrink(raw: dict) -> dict:
         for entry in raw[block].values():
             if "epochs" in entry:
                 entry["epochs"] = 2
+            if "phase_epochs" in entry:  # one epoch per fade-in and per stabilisation
+                entry["phase_epochs"] = 1
+                entry["epochs"] = 2 * len(entry["channels"]) - 1
             if "pretrain_epochs" in entry:  # one epoch per layer, then one of fine-tuning
                 entry["pretrain_epochs"] = 1
                 entry["epochs"] = len(entry.get("hidden", [])) + 2

@@ -135,6 +135,11 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
         write_params(tmp_path / name / "params.yaml", raw)
         subprocess.run([sys.executable, "-m", "stages", "prepare", "--tracking", "none"], cwd=tmp_path / name, env=env, check=True,
                        capture_output=True)
+    # the GAN loop watches class coverage with the evaluator: train it once, give both the same one
+    subprocess.run([sys.executable, "-m", "stages", "evaluator", "--tracking", "none"], cwd=tmp_path / "clean", env=env,
+                   check=True, capture_output=True)
+    (tmp_path / "killed" / "models").mkdir()
+    (tmp_path / "killed" / "models" / "evaluator.pt").write_bytes((tmp_path / "clean" / "models" / "evaluator.pt").read_bytes())
     subprocess.run(cmd, cwd=tmp_path / "clean", env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
@@ -158,6 +163,7 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
     monkeypatch.chdir(tmp_path)
     raw = copy.deepcopy(tiny_raw)
     raw["autoencoders"] = {"pca": raw["autoencoders"]["pca"]}
+    raw["gans"] = {"dcgan": raw["gans"]["dcgan"]}
     write_params(tmp_path / "params.yaml", raw)
     for args in (["prepare", "--tracking", "none"], ["evaluator", "--tracking", "none"], ["train-ae", "pca", "--tracking", "none"],
                  ["train-gan", "dcgan", "--tracking", "none"], ["evaluate", "pca", "--tracking", "none"]):

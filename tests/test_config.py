@@ -56,8 +56,8 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 def test_unknown_model_lookup_lists_the_models(params_raw):
     cfg = parse_config(params_raw)
-    with pytest.raises(StudyError, match="models there: pca, linear, stacked, .*, vae, dcgan"):
-        cfg.model("progan")
+    with pytest.raises(StudyError, match="models there: pca, linear, stacked, .*, vae, gan, dcgan, .*, stylegan"):
+        cfg.model("biggan")
 
 
 def test_config_is_frozen(params_raw):

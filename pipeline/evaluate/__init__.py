@@ -14,7 +14,7 @@ import torch
 from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
-from pipeline.evaluate.metrics import autoencoder_metrics, generative_metrics, tsne_map
+from pipeline.evaluate.metrics import autoencoder_metrics, classifier, generative_metrics, tsne_map
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import build, spec
@@ -70,6 +70,11 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
         if isinstance(model, GAN):
             metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
             metrics["discriminator_parameters"] = count_params(model.discriminator)
+        if isinstance(model, GAN):
+            own = model.analyze(classifier(net), cfg.seed)
+            metrics.update(own.metrics)
+            grids.update(own.grids)
+            arrays.update(own.arrays)
         fake = draw(model, cfg.evaluate.n_generated, cfg.seed + 1)
         metrics.update(generative_metrics(net, x_train, fake, cfg.evaluate, cfg.seed))
         grids["samples"] = fake[: cfg.train.grid_size]

@@ -43,6 +43,11 @@ def embed(net: EvaluatorNet, images: Tensor) -> tuple[Tensor, Tensor]:
     return feats, preds
 
 
+def classifier(net: EvaluatorNet):
+    """The evaluator as a function: images in [0, 1] -> predicted classes."""
+    return lambda images: embed(net, images)[1]
+
+
 def fid_kid(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int) -> dict[str, float]:
     subset = cfg.kid_subset_size
     if subset > min(len(real), len(fake)):

@@ -16,13 +16,17 @@ from pipeline import StudyError
 from .base import ImageShape, ModelConfig
 from .conv import Conv, ConvConfig
 from .dcgan import DCGAN, DCGANConfig
+from .gan import MLPGAN, MLPGANConfig
 from .denoising import Denoising, DropoutDenoisingConfig, GaussianDenoisingConfig
 from .greedy import Greedy, GreedyConfig
 from .linear import LinearAE, LinearConfig
 from .pca import PCA, PCAConfig
+from .progan import (ProGAN, ProGANConfig, ProGANNoEqualizedLRConfig, ProGANNoGrowingConfig, ProGANNoMbstdConfig,
+                     ProGANNoPixelNormConfig)
 from .recurrent import Recurrent, RecurrentConfig
 from .sparse import KLSparseConfig, L1SparseConfig, Sparse
 from .stacked import Stacked, StackedConfig
+from .stylegan import StyleGAN, StyleGANConfig
 from .tied import Tied, TiedConfig
 from .vae import VAE, VAEConfig
 
@@ -52,7 +56,14 @@ MODELS: dict[str, ModelSpec] = {
     "sparse_l1": ModelSpec("autoencoder", L1SparseConfig, Sparse, "sparse, L1 penalty"),
     "sparse_kl": ModelSpec("autoencoder", KLSparseConfig, Sparse, "sparse, KL-divergence penalty"),
     "vae": ModelSpec("autoencoder", VAEConfig, VAE, "variational autoencoder"),
+    "gan": ModelSpec("gan", MLPGANConfig, MLPGAN, "the book's fully connected GAN"),
     "dcgan": ModelSpec("gan", DCGANConfig, DCGAN, "deep convolutional GAN"),
+    "progan": ModelSpec("gan", ProGANConfig, ProGAN, "progressive growing GAN"),
+    "progan_no_growing": ModelSpec("gan", ProGANNoGrowingConfig, ProGAN, "ProGAN ablation: no growing"),
+    "progan_no_mbstd": ModelSpec("gan", ProGANNoMbstdConfig, ProGAN, "ProGAN ablation: no minibatch stddev"),
+    "progan_no_eqlr": ModelSpec("gan", ProGANNoEqualizedLRConfig, ProGAN, "ProGAN ablation: no equalized LR"),
+    "progan_no_pixelnorm": ModelSpec("gan", ProGANNoPixelNormConfig, ProGAN, "ProGAN ablation: no pixel norm"),
+    "stylegan": ModelSpec("gan", StyleGANConfig, StyleGAN, "style-based generator"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -51,7 +51,10 @@ class GANTraining(ModelConfig):
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=2)
     latent_dim: int = Field(100, ge=1)
-    objective: Literal["nonsaturating"] = "nonsaturating"
+    objective: Literal["nonsaturating", "nonsaturating_r1", "wgan_gp"] = "nonsaturating"
+    penalty_weight: float = Field(10.0, ge=0)  # lambda of WGAN-GP's gradient penalty, gamma of R1
+    drift: float = Field(0.001, ge=0)  # WGAN-GP: epsilon_drift * D(real)^2 keeps the critic near 0 (ProGAN)
+    penalty_every: int = Field(1, ge=1)  # lazy regularisation: the penalty on every k-th step, weighted by k
     optimizer: Literal["adam", "rmsprop"] = "adam"
     lr_g: float = Field(2e-4, gt=0, le=1)
     lr_d: float = Field(2e-4, gt=0, le=1)
@@ -138,22 +141,52 @@ class ClosedForm:
 
 
 class GAN(nn.Module, Generative):
-    """Generator (latent -> image in [-1, 1]) and discriminator (image -> logit), plus an EMA generator."""
+    """Generator (latent -> image in [-1, 1]) and discriminator (image -> score), plus an EMA generator.
 
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int):
+    A GAN may work at a larger square size than the data (ProGAN and StyleGAN want powers of two): the loop
+    shows it real images padded to `size` (`real_view`), and its samples are cropped back to the data's shape.
+    Hooks the one GAN loop calls, all no-ops here: `advance` before every step (a growth schedule), and
+    `generator_param_groups` (per-part learning rates); the evaluation calls `analyze`.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module, latent_dim: int,
+                 shape: ImageShape | None = None, size: int | None = None):
         super().__init__()
         self.latent_dim = latent_dim
         self.generator = generator
         self.discriminator = discriminator
         self.ema = copy.deepcopy(generator).requires_grad_(False)
+        self.shape = shape
+        self.size = size or (shape[1] if shape else 0)
+        extra = self.size - shape[1] if shape else 0
+        self.pad = (extra // 2, extra - extra // 2)  # (before, after), on both axes
 
     def latent(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
         device = device or next(self.parameters()).device
         return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent)
 
+    def advance(self, step: int, steps_per_epoch: int) -> dict[str, float]:
+        """Called before every optimizer step; returns schedule values to log (none by default)."""
+        return {}
+
+    def generator_param_groups(self, lr: float) -> list[dict]:
+        return [{"params": list(self.generator.parameters()), "lr": lr}]
+
+    def real_view(self, x: Tensor) -> Tensor:
+        """Real images in [-1, 1] as the discriminator should see them now (padded to `size`)."""
+        a, b = self.pad
+        return F.pad(x, (a, b, a, b), value=-1.0) if a or b else x  # a black border
+
+    def crop(self, out: Tensor) -> Tensor:
+        """Generator output at `size` in [-1, 1] -> images of the data's shape in [0, 1]."""
+        a, b = self.pad
+        if a or b:
+            out = out[:, :, a:out.shape[2] - b, a:out.shape[3] - b]
+        return (out + 1) / 2
+
     def forward(self, z: Tensor) -> Tensor:
         """The EMA generator as a plain function z -> image in [0, 1] (what MLflow serves)."""
-        return (self.ema(z) + 1) / 2
+        return self.crop(self.ema(z))
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
@@ -162,3 +195,7 @@ class GAN(nn.Module, Generative):
         images = self(self.latent(n, generator))
         self.ema.train(was_training)
         return images.clamp(0, 1)
+
+    def analyze(self, classify: Callable[[Tensor], Tensor], seed: int) -> Analysis:
+        """Model-specific evaluation; `classify` maps images in [0, 1] to the evaluator's classes."""
+        return Analysis()

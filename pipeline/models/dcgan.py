@@ -6,6 +6,7 @@ generator, no fully connected hidden layers (the latent is projected by a transp
 the start size, which is the paper's "project and reshape"), batch norm everywhere except the generator's
 output and the discriminator's input, ReLU in the generator with a tanh output, LeakyReLU(0.2) in the
 discriminator, Adam with lr 2e-4 and beta1 0.5. For 28x28 digits the generator goes 1 -> 7 -> 14 -> 28.
+Its analysis is the paper's latent vector arithmetic and interpolation, on digits (`latents.py`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 
 from pipeline import StudyError
 
-from .base import GAN, GANTraining, ImageShape
+from .base import GAN, Analysis, GANTraining, ImageShape
+from .latents import latent_arithmetic
 
 
 class DCGANConfig(GANTraining):
@@ -85,5 +87,8 @@ class DCGAN(GAN):
         generator, discriminator = Generator(cfg, shape), Discriminator(cfg, shape)
         generator.apply(init_weights)
         discriminator.apply(init_weights)
-        super().__init__(generator, discriminator, cfg.latent_dim)
+        super().__init__(generator, discriminator, cfg.latent_dim, shape=shape)
         self.cfg = cfg
+
+    def analyze(self, classify, seed: int) -> Analysis:
+        return latent_arithmetic(self, classify, seed)

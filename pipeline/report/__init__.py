@@ -27,6 +27,7 @@ class Study:
     histories: dict[str, list[dict]]  # per model: runs/<m>/train/history.json
     arrays: dict[str, dict[str, list]]  # per model: runs/<m>/eval/arrays.json (may be empty)
     figures: Path  # where figures are written
+    runs: Path  # runs/: the per-epoch grids of training
 
     def family(self, family: str) -> list[str]:
         return [n for n in self.metrics if MODELS[n].family == family]
@@ -51,7 +52,7 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
     arrays = {n: read_json(p) if (p := runs_dir / n / "eval" / "arrays.json").is_file() else {} for n in names}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
                  _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, arrays,
-                 figures)
+                 figures, runs_dir)
 
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,

@@ -143,3 +143,35 @@ def few_labels(results: dict[str, dict[str, list[float | None]]], counts: list[i
     axes[0][0].set_ylabel("test accuracy")
     axes[0][-1].legend(fontsize=7, loc="lower right")
     return _save(fig, path)
+
+
+def coverage_curves(histories: dict[str, list[dict]], path: Path) -> str:
+    """Classes covered and class-histogram KL per epoch, one line per GAN."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (name, history) in enumerate(histories.items()):
+        epochs = [r["epoch"] for r in history]
+        axes[0].plot(epochs, [r["classes_covered"] for r in history], color=plt.cm.tab10(i % 10), label=name)
+        axes[1].plot(epochs, [r["class_kl"] for r in history], color=plt.cm.tab10(i % 10), label=name)
+    axes[0].set_ylabel("classes covered (of 10)")
+    axes[0].set_ylim(0, 10.5)
+    axes[1].set_ylabel("KL of class histogram from uniform")
+    axes[1].set_yscale("symlog", linthresh=0.01)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def growth_schedule(arrays: dict[str, list], name: str, path: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    epoch = arrays["schedule_epoch"]
+    ax.plot(epoch, arrays["schedule_alpha"], color="C0", label="fade-in alpha")
+    ax.set_ylabel("alpha")
+    ax.set_xlabel("epoch")
+    ax2 = ax.twinx()
+    ax2.step(epoch, arrays["schedule_resolution"], where="post", color="C1", label="resolution")
+    ax2.set_ylabel("resolution (pixels)", color="C1")
+    ax.set_title(f"{name}: growth schedule")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

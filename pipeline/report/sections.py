@@ -3,11 +3,13 @@ has what the section shows."""
 
 from __future__ import annotations
 
+import shutil
 from typing import Any, Callable
 
 import numpy as np
 
 from pipeline.evaluate.pretraining import MODES
+from pipeline.models import MODELS
 from pipeline.report import Study
 from pipeline.report import figures as fig
 
@@ -352,6 +354,140 @@ def generative(study: Study) -> str | None:
     ])
 
 
+def mode_collapse(study: Study) -> str | None:
+    names = [n for n in study.family("gan") if "classes_covered" in study.histories[n][-1]]
+    if not names:
+        return None
+    path = fig.coverage_curves({n: study.histories[n] for n in names}, study.figures / "mode_collapse.png")
+    verdicts = []
+    for n in names:
+        h = study.histories[n]
+        collapsed = [r for r in h if r["classes_covered"] <= 5]
+        missing = [r for r in h if r["classes_covered"] < 10]
+        final = h[-1]["classes_covered"]
+        if collapsed:
+            first = collapsed[0]
+            verdicts.append(f"`{n}` collapsed: {first['classes_covered']} classes at epoch {first['epoch']}"
+                            f"{'' if len(collapsed) == 1 else f' and {len(collapsed) - 1} more epochs at 5 or fewer'}"
+                            f"; {final} at the end")
+        elif missing:
+            verdicts.append(f"`{n}` missed classes in {len(missing)} of {len(h)} epochs (fewest: "
+                            f"{min(r['classes_covered'] for r in missing)}, at epoch "
+                            f"{min(missing, key=lambda r: r['classes_covered'])['epoch']}); {final} at the end")
+        else:
+            verdicts.append(f"`{n}` covered all 10 classes after every epoch")
+    cfg = study.cfg.evaluate
+    return "\n".join([
+        "## Mode collapse",
+        "",
+        f"After every epoch each GAN's EMA generator draws {cfg.coverage_samples} images from fixed latents and the "
+        "evaluator labels them: classes covered (a class counts with at least "
+        f"{cfg.coverage_min_share:g} × 1/10 of the samples) and the KL of the class histogram from uniform. A model "
+        "collapsed when it covers 5 classes or fewer.",
+        "",
+        f"![mode collapse](figures/{path})",
+        "",
+        *[f"- {v}" for v in verdicts],
+        "",
+    ])
+
+
+def variants(study: Study) -> str | None:
+    """Groups of generative models built by one class with different configs: an ablation table."""
+    groups: dict[Any, list[str]] = {}
+    for n in study.having("fid", "gan"):
+        groups.setdefault(MODELS[n].build, []).append(n)
+    out: list[str] = []
+    for names in (g for g in groups.values() if len(g) > 1):
+        configs = {n: study.cfg.model(n).model_dump() for n in names}
+        keys = [k for k in configs[names[0]] if len({str(c[k]) for c in configs.values()}) > 1]
+        rows = [{"model": n, **{k: str(configs[n][k]) for k in keys}, **study.metrics[n]} for n in names]
+        ref = study.metrics[names[0]]
+        changes = []
+        for n in names[1:]:
+            m = study.metrics[n]
+            off = ", ".join(f"{k} {configs[n][k]}" for k in keys if configs[n][k] != configs[names[0]][k])
+            changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} → {m['fid']:.1f} "
+                           f"({'worse' if m['fid'] > ref['fid'] else 'better'}), classes covered "
+                           f"{ref['classes_covered']} → {m['classes_covered']}, train time "
+                           f"{ref['train_seconds']:.0f} → {m['train_seconds']:.0f} s")
+        out += [
+            f"## Ablation: {', '.join(f'`{n}`' for n in names)}",
+            "",
+            "The same code and training budget (epochs, images, batch size) with one config value changed:",
+            "",
+            table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _num(2)),
+                   ("KID ↓", "kid_mean", _num(2)), ("precision", "precision", _num(3)), ("recall", "recall", _num(3)),
+                   ("classes covered", "classes_covered", _int), ("class KL", "class_kl", _num(3)),
+                   ("train time (s)", "train_seconds", _num(1))], rows),
+            "",
+            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". One seed and a CPU-sized budget: "
+            "differences of a few FID points are within what another seed would change.",
+            "",
+        ]
+    return "\n".join(out) or None
+
+
+def growth(study: Study) -> str | None:
+    names = [n for n in study.family("gan") if "schedule_alpha" in study.arrays[n]]
+    out: list[str] = []
+    for n in names:
+        path = fig.growth_schedule(study.arrays[n], n, study.figures / f"{n}_schedule.png")
+        shown = []
+        for res in sorted({r["resolution"] for r in study.histories[n] if "resolution" in r}):
+            last = [r["epoch"] for r in study.histories[n] if r.get("resolution") == res][-1]
+            src = study.runs / n / "train" / "grids" / f"samples_{last:03d}.png"
+            if src.is_file():
+                shutil.copyfile(src, study.figures / f"{n}_samples_{int(res)}px.png")
+                shown.append((int(res), last))
+        if len(shown) < 2:
+            continue  # not growing: nothing to show per resolution
+        out += [
+            f"## Progressive growing: `{n}`",
+            "",
+            f"![schedule](figures/{path})",
+            "",
+            "Samples (EMA generator, fixed latents) at the end of each resolution, upsampled for display:",
+            "",
+            " ".join(f"![{r} px](figures/{n}_samples_{r}px.png)" for r, _ in shown),
+            "",
+            " · ".join(f"{r}×{r} (epoch {e})" for r, e in shown),
+            "",
+        ]
+    return "\n".join(out) or None
+
+
+GRID_CAPTIONS = {
+    "ink_arithmetic": "Latent arithmetic: each row one latent, plus -2, -1, 0, +1, +2 times the ink vector (mean latent "
+                      "of the thickest-stroked quarter of 2,000 samples minus that of the thinnest quarter).",
+    "class_interpolation": "Interpolation between class-mean latents (the mean latent of the samples the evaluator "
+                           "puts in a class), consecutive classes row by row.",
+    "style_mixing": "Style mixing: top row and left column are two sets of sources; each cell takes the coarse "
+                    "styles (4×4 and 8×8 layers) from its row's source and the fine ones from its column's.",
+    "stochastic_variation": "Stochastic variation: one w, seven noise draws, and the per-pixel standard deviation "
+                            "over 32 draws (last, scaled to its maximum): noise moves stroke edges, not digits.",
+    "truncation": "Truncation trick: rows are latents, columns psi = -1, -0.5, 0, 0.5, 0.7, 1 (0: the mean w).",
+}
+
+
+def gan_analyses(study: Study) -> str | None:
+    out: list[str] = []
+    for n in study.family("gan"):
+        shown = [k for k in GRID_CAPTIONS if (study.figures / f"{n}_{k}.png").is_file()]
+        if not shown:
+            continue
+        m = study.metrics[n]
+        out += [f"## What `{n}` shows", ""]
+        if "ink_vector_ink_gain" in m:
+            out += [f"Adding the ink vector raises the mean pixel value of 500 samples by {m['ink_vector_ink_gain']:+.4f} "
+                    f"and keeps the evaluator's label for {m['ink_vector_class_kept']:.0%} of them; the decoded "
+                    f"class-mean latents are recognised as their class {m['class_mean_latents_recognised']:.0%} of "
+                    "the time.", ""]
+        for k in shown:
+            out += [GRID_CAPTIONS[k], "", f"![{k}](figures/{n}_{k}.png)", ""]
+    return "\n".join(out) or None
+
+
 def gan_curves(study: Study) -> str | None:
     gans = study.family("gan")
     if not gans:
@@ -364,4 +500,4 @@ def gan_curves(study: Study) -> str | None:
 
 
 SECTIONS = [header, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps, pretraining,
-            generative, gan_curves]
+            generative, mode_collapse, variants, growth, gan_analyses, gan_curves]

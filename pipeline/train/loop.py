@@ -36,6 +36,7 @@ class Progress:
     batch: int = 0  # batches of that epoch already done
     step: int = 0  # optimizer steps in all
     sums: dict[str, float] = field(default_factory=dict)  # running sums of this epoch's step metrics
+    counts: dict[str, int] = field(default_factory=dict)  # how many steps reported each (some not every step)
     history: list[dict[str, Any]] = field(default_factory=list)  # one row per finished epoch
     images: int = 0  # training images seen
     seconds: float = 0.0  # time spent in training steps (excludes end-of-epoch evaluation)
@@ -135,6 +136,7 @@ class Loop:
                     s.seconds += time.perf_counter() - t0
                     for k, v in metrics.items():
                         s.sums[k] = s.sums.get(k, 0.0) + v
+                        s.counts[k] = s.counts.get(k, 0) + 1
                     s.batch, s.step, s.images = b + 1, s.step + 1, s.images + bs
                     bar.update(1)
                     if s.step % self.checkpoint_every == 0:
@@ -142,13 +144,13 @@ class Loop:
                     if max_steps is not None and s.step >= max_steps:
                         self.save()
                         return False
-                row = {"epoch": epoch + 1, **{f"train_{k}": v / per_epoch for k, v in s.sums.items()}}
+                row = {"epoch": epoch + 1, **{f"train_{k}": v / s.counts[k] for k, v in s.sums.items()}}
                 extra = end_epoch(epoch + 1)
                 if clash := row.keys() & extra.keys():
                     raise RuntimeError(f"{self.desc}: epoch metrics {sorted(clash)} come from both the step and the epoch end")
                 row.update(extra)
                 s.history.append(row)
-                s.epoch, s.batch, s.sums = epoch + 1, 0, {}
+                s.epoch, s.batch, s.sums, s.counts = epoch + 1, 0, {}, {}
                 on_epoch(row)
                 shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in row.items() if k != "epoch")

@@ -37,8 +37,9 @@ class TrainPaths:
 
 class Session:
     def __init__(self, name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
-                 root: Path = Path(".")):
+                 root: Path = Path("."), classify=None):
         self.name, self.cfg, self.data, self.paths = name, cfg, data, paths
+        self.classify = classify  # images in [0, 1] -> the evaluator's classes, when a loop wants to watch them
         self.tracker = tracker or NullTracker()
         self.root = root
         self.spec = spec(name)
@@ -106,11 +107,13 @@ class Session:
 
 
 def train_model(name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
-                root: Path = Path("."), max_steps: int | None = None) -> bool:
-    """Train one model with its family's loop; False when stopped early by `max_steps`."""
+                root: Path = Path("."), max_steps: int | None = None, classify=None) -> bool:
+    """Train one model with its family's loop; False when stopped early by `max_steps`.
+
+    `classify` (images in [0, 1] -> classes, from the evaluator) lets the GAN loop record class coverage."""
     from pipeline.train.autoencoder import train_autoencoder
     from pipeline.train.gan import train_gan
 
     loops = {"autoencoder": train_autoencoder, "gan": train_gan}
-    session = Session(name, cfg, data, paths, tracker, root)
+    session = Session(name, cfg, data, paths, tracker, root, classify)
     return loops[session.spec.family](session, max_steps=max_steps)

@@ -1,0 +1,180 @@
+"""Each GAN mechanism of the lecture, checked on its own."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from pipeline.models.gan import MLPGAN, MLPGANConfig
+from pipeline.models.latents import latent_arithmetic
+from pipeline.models.progan import (EqualizedConv, ProGAN, ProGANConfig, minibatch_stddev, pixel_norm)
+from pipeline.models.stylegan import StyleGAN, StyleGANConfig, StyleLayer
+from pipeline.train.common import load_model
+from pipeline.train.objectives import OBJECTIVES
+from pipeline.train.session import TrainPaths, train_model
+
+SHAPE = (1, 28, 28)
+
+
+class LinearCritic(nn.Module):
+    """D(x) = <w, x>: its input gradient is w everywhere."""
+
+    def __init__(self, w: torch.Tensor):
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x):
+        return (x.flatten(1) * self.w).sum(1)
+
+
+def test_wgan_gp_penalty_and_drift():
+    w = torch.full((784,), 0.1)  # ||w|| = 2.8
+    d = LinearCritic(w)
+    real, fake = torch.rand(8, *SHAPE), torch.rand(8, *SHAPE)
+    objective = OBJECTIVES["wgan_gp"](ProGANConfig(penalty_weight=10.0, drift=0.001))
+    loss, stats = objective.discriminator_loss(d, real, fake)
+    assert float(stats["gp"].detach()) == pytest.approx((math.sqrt(784) * 0.1 - 1) ** 2, rel=1e-5)
+    s_real, s_fake = d(real), d(fake)
+    expected = s_fake.mean() - s_real.mean() + 10.0 * stats["gp"] + 0.001 * s_real.pow(2).mean()
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(objective.generator_loss(d, fake)) == pytest.approx(float(-s_fake.mean()), rel=1e-6)
+
+
+def test_lazy_penalty_every_kth_step_weighted_by_k():
+    d = LinearCritic(torch.full((784,), 0.1))
+    real, fake = torch.rand(8, *SHAPE), torch.rand(8, *SHAPE)
+    lazy = OBJECTIVES["wgan_gp"](ProGANConfig(penalty_every=4))
+    every = OBJECTIVES["wgan_gp"](ProGANConfig(penalty_every=1))
+    skipped, stats = lazy.discriminator_loss(d, real, fake, step=1)
+    assert "gp" not in stats
+    full, _ = every.discriminator_loss(d, real, fake, step=1)
+    weighted, stats = lazy.discriminator_loss(d, real, fake, step=8)
+    assert float(weighted - skipped) == pytest.approx(4 * float(full - skipped), rel=1e-5)
+
+
+def test_r1_penalises_the_gradient_on_reals():
+    d = LinearCritic(torch.full((784,), 0.1))
+    objective = OBJECTIVES["nonsaturating_r1"](StyleGANConfig(penalty_weight=2.0))
+    _, stats = objective.discriminator_loss(d, torch.rand(4, *SHAPE), torch.rand(4, *SHAPE))
+    assert float(stats["r1"]) == pytest.approx(784 * 0.01, rel=1e-5)
+
+
+def test_minibatch_stddev_appends_the_per_location_std_averaged_over_features():
+    x = torch.randn(8, 3, 4, 4)
+    out = minibatch_stddev(x, group=4)
+    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
+    groups = x.reshape(4, 2, 3, 4, 4)  # image i in group i % 2
+    expected = torch.sqrt(groups.var(0, unbiased=False) + 1e-8).mean(1)  # (2, 4, 4)
+    assert torch.allclose(out[0, 3], expected[0]) and torch.allclose(out[1, 3], expected[1])
+    assert torch.allclose(out[2, 3], expected[0])  # one map per group, shared by its members
+
+
+def test_pixel_norm_gives_each_pixel_unit_rms():
+    out = pixel_norm(torch.randn(2, 16, 5, 5) * 7)
+    assert torch.allclose(out.pow(2).mean(1), torch.ones(2, 5, 5), atol=1e-4)
+
+
+def test_equalized_learning_rate_scales_unit_weights_at_run_time():
+    conv = EqualizedConv(32, 8, 3, padding=1, equalized=True)
+    assert conv.scale == pytest.approx(math.sqrt(2 / (32 * 9)))
+    assert 0.9 < float(conv.weight.std()) < 1.1  # N(0, 1) weights, the He constant applied in forward
+    plain = EqualizedConv(32, 8, 3, padding=1, equalized=False)
+    assert plain.scale == 1.0 and float(plain.weight.std()) < 0.3
+
+
+def test_progan_grows_and_fades_in():
+    cfg = ProGANConfig(phase_epochs=2, epochs=14)
+    model = ProGAN(cfg, SHAPE)
+    stages = [model.stage(int(e * 10), 10) for e in (0, 1.9, 2, 3, 4, 5.9, 6, 13.9)]
+    assert stages == [(0, 1.0), (0, 1.0), (1, 0.0), (1, 0.5), (1, 1.0), (1, 1.0), (2, 0.0), (3, 1.0)]
+    x = torch.rand(4, *SHAPE) * 2 - 1
+    for step, size in ((0, 4), (25, 8), (65, 16), (130, 32)):
+        model.advance(step, 10)
+        assert model.real_view(x).shape[-1] == size
+        assert model.generator(model.latent(4)).shape[-1] == size
+        assert model.discriminator(model.real_view(x)).shape == (4,)
+    # at alpha 0 the new resolution's output is exactly the old one, upsampled
+    model.advance(20, 10)
+    assert model.generator.schedule.alpha == 0.0
+    z = model.latent(2)
+    new = model.generator(z)
+    model.generator.schedule.level, model.generator.schedule.alpha = 0, 1.0
+    old = torch.nn.functional.interpolate(model.generator(z), scale_factor=2, mode="nearest")
+    assert torch.allclose(new, old, atol=1e-6)
+    assert ProGAN(cfg.model_copy(update={"growth": "none"}), SHAPE).stage(0, 10) == (3, 1.0)
+
+
+def test_progan_ablation_switches_change_the_networks():
+    full, no_mbstd = ProGAN(ProGANConfig(), SHAPE), ProGAN(ProGANConfig(minibatch_stddev="off"), SHAPE)
+    assert full.discriminator.final[0].in_channels == no_mbstd.discriminator.final[0].in_channels + 1
+    z = torch.randn(3, 128)
+    no_norm = ProGAN(ProGANConfig(pixel_norm="off"), SHAPE)
+    assert full.generator.norm and not no_norm.generator.norm
+    assert all(m.scale == 1.0 for m in ProGAN(ProGANConfig(equalized_lr="off"), SHAPE).modules()
+               if isinstance(m, EqualizedConv))
+    assert full(z).shape == (3, *SHAPE)
+
+
+def test_adain_sets_each_maps_statistics_from_the_style():
+    layer = StyleLayer(4, 4, w_dim=6, conv=False)
+    w = torch.randn(2, 6)
+    out = layer(torch.randn(2, 4, 8, 8) * 5 + 3, w, noise=torch.zeros(2, 1, 8, 8))
+    scale, shift = layer.style(w).chunk(2, dim=1)
+    assert torch.allclose(out.mean((2, 3)), shift, atol=1e-4)
+    assert torch.allclose(out.std((2, 3), unbiased=False), scale.abs(), atol=1e-3)
+    assert torch.equal(layer.noise_strength, torch.zeros(4))  # learned, starting at 0
+
+
+def test_stylegan_truncation_mixing_and_mapping_learning_rate():
+    cfg = StyleGANConfig()
+    model = StyleGAN(cfg, SHAPE).eval()
+    g = model.generator
+    g.w_avg.normal_()
+    ws = g.map(model.latent(4))[:, None].repeat(1, g.n_layers, 1)
+    at_mean = model.crop(g.synthesis(g.truncate(ws, 0.0), [torch.zeros(1, 1, h, w) for h, w in g.synthesis.noise_shapes()]))
+    assert torch.allclose(at_mean, at_mean[:1].expand_as(at_mean), atol=1e-5)  # psi = 0: every sample is the mean w's
+    groups = model.generator_param_groups(0.002)
+    assert groups[1]["lr"] == pytest.approx(0.002 * cfg.mapping_lr_scale)
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in g.mapping.parameters()}
+    g.train()
+    torch.manual_seed(0)
+    mixed = g.synthesis.layers[0].style.weight.new_tensor(0)  # noqa: F841 (forward in training mode mixes styles)
+    calls = []
+    original = g.map
+    g.map = lambda z: calls.append(len(z)) or original(z)  # type: ignore[method-assign]
+    cfg_always = cfg.model_copy(update={"mixing_prob": 1.0})
+    g.cfg = cfg_always
+    g(model.latent(3))
+    assert calls == [3, 3]  # two latents mapped: style mixing
+
+
+def test_latent_arithmetic_reports_ink_and_class_interpolation():
+    model = MLPGAN(MLPGANConfig(), SHAPE).eval()
+    analysis = latent_arithmetic(model, lambda x: (x.flatten(1).mean(1) * 1000).long() % 10, seed=0, n=400)
+    assert set(analysis.metrics) == {"ink_vector_ink_gain", "ink_vector_class_kept", "class_mean_latents_recognised"}
+    assert analysis.grids["ink_arithmetic"].shape[1:3] == (5, 1)
+    assert analysis.grids["class_interpolation"].shape[1] == 9
+
+
+@pytest.mark.parametrize("name", ["progan", "stylegan"])
+def test_gan_loop_resumes_mid_schedule_and_records_coverage(name, tiny_cfg, tiny_data, tiny_evaluator, tmp_path):
+    from pipeline.evaluate.metrics import classifier
+
+    classify = classifier(tiny_evaluator)
+    straight = TrainPaths.for_model(name, tmp_path / "a")
+    assert train_model(name, tiny_cfg, tiny_data, straight, classify=classify)
+    broken = TrainPaths.for_model(name, tmp_path / "b")
+    assert not train_model(name, tiny_cfg, tiny_data, broken, max_steps=19, classify=classify)  # mid-fade for progan
+    assert train_model(name, tiny_cfg, tiny_data, broken, classify=classify)
+    a, b = (torch.load(p.model, weights_only=True)["state_dict"] for p in (straight, broken))
+    assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+    history = json.loads((straight.run_dir / "history.json").read_text())
+    assert all(0 <= r["classes_covered"] <= 10 and r["class_kl"] >= 0 for r in history)
+    if name == "progan":
+        assert [r["resolution"] for r in history][-1] == 32.0
+        model, _ = load_model(straight.model)
+        assert model.generator.schedule.level == 3 and model.generator.schedule.alpha == 1.0
