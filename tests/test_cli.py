@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
 from stages import run
 from tests.conftest import ROOT, write_params
 

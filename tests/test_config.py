@@ -62,5 +62,7 @@ def test_unknown_model_lookup_lists_the_models(params_raw):
 
 def test_config_is_frozen(params_raw):
     cfg = parse_config(params_raw)
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]

@@ -57,3 +57,17 @@ def test_stage_commands_exist_in_the_typer_app():
 
 def test_dvc_analytics_are_off():
     assert "analytics = false" in (ROOT / ".dvc" / "config").read_text()
+
+
+def test_every_param_a_stage_declares_is_in_params_yaml(params_raw):
+    """DVC refuses to run a stage whose declared params are missing: catch it before `dvc repro` does."""
+    from dvc.repo import Repo
+
+    with Repo(str(ROOT)) as repo:
+        declared = {key for stage in repo.index.stages for dep in stage.deps if hasattr(dep, "params")
+                    for key in dep.params}
+    for key in declared:
+        node = params_raw
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"dvc.yaml declares '{key}', params.yaml lacks it"
+            node = node[part]
