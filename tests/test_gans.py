@@ -178,3 +178,12 @@ def test_gan_loop_resumes_mid_schedule_and_records_coverage(name, tiny_cfg, tiny
         assert [r["resolution"] for r in history][-1] == 32.0
         model, _ = load_model(straight.model)
         assert model.generator.schedule.level == 3 and model.generator.schedule.alpha == 1.0
+
+
+def test_mode_collapse_verdicts_name_the_epochs():
+    from pipeline.report.sections import _classes, _epoch_ranges
+
+    rows = [{"epoch": e} for e in (1, 2, 3, 7, 9, 10)]
+    assert _epoch_ranges(rows) == "epochs 1–3, 7, 9–10"
+    assert _epoch_ranges([{"epoch": 4}]) == "epoch 4"
+    assert (_classes(1), _classes(7)) == ("1 class", "7 classes")

@@ -354,6 +354,22 @@ def generative(study: Study) -> str | None:
     ])
 
 
+def _classes(k: int) -> str:
+    return f"{k} class" if k == 1 else f"{k} classes"
+
+
+def _epoch_ranges(rows: list[dict]) -> str:
+    """Epochs 1, 2, 3, 7 -> 'epochs 1-3, 7'."""
+    spans: list[list[int]] = []
+    for e in (int(r["epoch"]) for r in rows):
+        if spans and e == spans[-1][1] + 1:
+            spans[-1][1] = e
+        else:
+            spans.append([e, e])
+    word = "epoch" if len(rows) == 1 else "epochs"
+    return f"{word} " + ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
+
+
 def mode_collapse(study: Study) -> str | None:
     names = [n for n in study.family("gan") if "classes_covered" in study.histories[n][-1]]
     if not names:
@@ -365,15 +381,18 @@ def mode_collapse(study: Study) -> str | None:
         collapsed = [r for r in h if r["classes_covered"] <= 5]
         missing = [r for r in h if r["classes_covered"] < 10]
         final = h[-1]["classes_covered"]
-        if collapsed:
-            first = collapsed[0]
-            verdicts.append(f"`{n}` collapsed: {first['classes_covered']} classes at epoch {first['epoch']}"
-                            f"{'' if len(collapsed) == 1 else f' and {len(collapsed) - 1} more epochs at 5 or fewer'}"
-                            f"; {final} at the end")
+        if missing:
+            worst = min(missing, key=lambda r: r["classes_covered"])
+            fewest = f"fewest {_classes(worst['classes_covered'])}, after epoch {worst['epoch']}"
+        if collapsed and final <= 5:
+            verdicts.append(f"`{n}` ends collapsed: {_classes(final)} after the last epoch; 5 or fewer after "
+                            f"{_epoch_ranges(collapsed)} ({fewest})")
+        elif collapsed:
+            verdicts.append(f"`{n}` collapsed after {_epoch_ranges(collapsed)} ({fewest}) and recovered: "
+                            f"{_classes(final)} at the end")
         elif missing:
-            verdicts.append(f"`{n}` missed classes in {len(missing)} of {len(h)} epochs (fewest: "
-                            f"{min(r['classes_covered'] for r in missing)}, at epoch "
-                            f"{min(missing, key=lambda r: r['classes_covered'])['epoch']}); {final} at the end")
+            verdicts.append(f"`{n}` never collapsed; it missed classes after {_epoch_ranges(missing)} "
+                            f"({fewest}); {_classes(final)} at the end")
         else:
             verdicts.append(f"`{n}` covered all 10 classes after every epoch")
     cfg = study.cfg.evaluate
