@@ -6,6 +6,7 @@ becomes one `StudyError` line naming the key and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -154,10 +155,37 @@ def parse_config(raw: Any, source: str = "params.yaml") -> StudyConfig:
         raise StudyError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans and floats, as DVC reads params.yaml: only true/false are booleans (on/off/yes/no stay
+    strings), and 1e-3 is a float (YAML 1.1 wants 1.0e-3).
+
+    `dvc exp run -S` rewrites params.yaml in YAML 1.2 and drops the quotes around "on"; PyYAML's default
+    (YAML 1.1) would then read `on` as True.
+    """
+
+    yaml_implicit_resolvers = {
+        first: [(tag, rx) for tag, rx in resolvers if tag not in ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:float")]
+        for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+
+
+ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+                                   list("tTfF"))
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:(?:\.[0-9]+|[0-9]+\.[0-9]*)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+|\.(?:inf|Inf|INF))$"
+               r"|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."))
+
+
+def read_params(text: str) -> Any:
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def load_config(path: Path | str = "params.yaml") -> StudyConfig:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = read_params(path.read_text())
     except FileNotFoundError:
         raise StudyError(f"{path}: no such file (run from the repository root)") from None
     except yaml.YAMLError as exc:

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from pipeline import StudyError
-from pipeline.config import load_config, parse_config
+from pipeline.config import load_config, parse_config, read_params
 from tests.conftest import ROOT
 
 
@@ -66,3 +66,14 @@ def test_config_is_frozen(params_raw):
 
     with pytest.raises(ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
+
+
+def test_params_rewritten_by_dvc_keep_on_off_as_strings(tmp_path):
+    # `dvc exp run -S` dumps params.yaml as YAML 1.2, without the quotes around "on"/"off"
+    text = (ROOT / "params.yaml").read_text().replace('"on"', "on").replace('"off"', "off")
+    assert 'minibatch_stddev: off' in text
+    (tmp_path / "params.yaml").write_text(text)
+    cfg = load_config(tmp_path / "params.yaml")
+    assert cfg.gans.progan_no_mbstd.minibatch_stddev == "off" and cfg.gans.progan.equalized_lr == "on"
+    assert read_params("a: true\nb: False\nc: yes\nd: 1e-3\ne: -2.5\nf: 7\ng: .inf\nh: 1_0") == {
+        "a": True, "b": False, "c": "yes", "d": 1e-3, "e": -2.5, "f": 7, "g": float("inf"), "h": 10}
