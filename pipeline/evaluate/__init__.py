@@ -27,7 +27,9 @@ from pipeline.train.common import (batched, count_params, grid, interleave_rows,
 def draw(model: Generative, n: int, seed: int, chunk: int = 500) -> torch.Tensor:
     """n samples in [0, 1], drawn in chunks from one seeded generator (the same images on every run)."""
     gen = torch.Generator().manual_seed(seed)
-    return torch.cat([model.sample(min(chunk, n - i), gen) for i in range(0, n, chunk)])
+    with torch.random.fork_rng():  # noise a model draws itself (StyleGAN's noise inputs) is seeded too
+        torch.manual_seed(seed)
+        return torch.cat([model.sample(min(chunk, n - i), gen) for i in range(0, n, chunk)])
 
 
 def real_floor(cfg: StudyConfig, data: Dataset, net: EvaluatorNet) -> dict:
@@ -41,6 +43,7 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
     device = resolve_device(cfg.device)
     model, payload = load_model(model_path, device)
     model.eval()
+    seed_everything(cfg.seed)  # a fresh process starts from a random global RNG state; analyses may draw from it
     net = net.to(device)
     x_train, x_test = data.x_train.to(device), data.x_test.to(device)
     y_train, y_test = data.y_train.to(device), data.y_test.to(device)
