@@ -60,7 +60,8 @@ class EvaluateConfig(Strict):
     kid_subset_size: int = Field(500, ge=2)
     kid_subsets: int = Field(50, ge=1)
     coverage_min_share: float = Field(0.2, gt=0, le=1)  # a class is covered with >= this share of 1/K
-    coverage_samples: int = Field(500, ge=10)  # samples classified after every GAN epoch (mode collapse curve)
+    sample_sets: int = Field(5, ge=1)  # disjoint sets of n_generated images: each metric's mean and spread
+    curve_samples: int = Field(500, ge=10)  # images scored at each curve point during training (FID, recall, ...)
     probe_max_iter: int = Field(2000, ge=10)
     few_labels: list[int | Literal["all"]] = Field(default_factory=lambda: [50, 100, 500, 1000, "all"])
     few_label_steps: int = Field(200, ge=1)  # Adam steps per few-label classifier
@@ -73,6 +74,13 @@ class EvaluateConfig(Strict):
         if self.kid_subset_size > self.n_generated:
             raise ValueError(f"kid_subset_size ({self.kid_subset_size}) must not exceed n_generated ({self.n_generated})")
         return self
+
+
+class BudgetConfig(Strict):
+    """The training budget of every generative model (the VAE, every GAN): one number, the same for all."""
+
+    images: int = Field(64000, ge=1)  # real training images shown to the discriminator / the encoder
+    curve_points: int = Field(10, ge=1)  # FID, recall and coverage measured at every 1/curve_points of it
 
 
 class TrackingConfig(Strict):
@@ -99,6 +107,7 @@ class StudyConfig(Strict):
     train: TrainConfig = TrainConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    budget: BudgetConfig = BudgetConfig()
     tracking: TrackingConfig = TrackingConfig()
     autoencoders: AutoencodersBlock = AutoencodersBlock()  # type: ignore[valid-type]
     gans: GANsBlock = GANsBlock()  # type: ignore[valid-type]

@@ -38,8 +38,8 @@ def prepare(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
 def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Train the evaluator CNN on the train split; write its accuracy and the real-vs-real floor."""
     from pipeline.data import load
-    from pipeline.evaluate import real_floor
     from pipeline.evaluate.evaluator import load_evaluator, train_evaluator
+    from pipeline.evaluate.metrics import real_floor
     from pipeline.io import write_json
 
     cfg = _config(params)
@@ -47,31 +47,34 @@ def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     model_path = Path("models/evaluator.pt")
     metrics = train_evaluator(cfg, data, model_path, Path("runs/evaluator"), Path("checkpoints/evaluator.ckpt"),
                               tracker_for(cfg, tracking), study_root())
-    metrics["real_vs_real"] = real_floor(cfg, data, load_evaluator(model_path))
+    metrics["real_vs_real"] = real_floor(load_evaluator(model_path), data, cfg.evaluate, cfg.seed)
     write_json(Path("metrics/evaluator.json"), metrics)
     typer.echo(f"evaluator test accuracy {metrics['test_accuracy']:.4f}; "
                f"real-vs-real FID {metrics['real_vs_real']['fid']:.3f}")
 
 
-def _train(name: str, family: str, params: Path, tracking: Tracking) -> None:
+def _train(name: str, family: str, family_loop, params: Path, tracking: Tracking) -> None:
     from pipeline.data import load
     from pipeline.models import TRAIN_STAGE, spec
-    from pipeline.train.session import TrainPaths, train_model
+    from pipeline.models.base import Generative
+    from pipeline.train.session import TrainPaths, run_session
 
     cfg = _config(params)
     if spec(name).family != family:
         other = TRAIN_STAGE[spec(name).family].replace("_", "-")
         raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
     cfg.model(name)  # listed in params.yaml?
-    classify = None
-    if family == "gan":  # the GAN loop watches class coverage every epoch
+    data = load(DATA)
+    judge = None
+    if issubclass(spec(name).build, Generative):  # its curve is measured in the evaluator's feature space
         from pipeline.evaluate.evaluator import load_evaluator
-        from pipeline.evaluate.metrics import classifier
+        from pipeline.evaluate.metrics import judge_for
         from pipeline.train.common import resolve_device
 
-        classify = classifier(load_evaluator(Path("models/evaluator.pt"), resolve_device(cfg.device)))
-    train_model(name, cfg, load(DATA), TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root(),
-                classify=classify)
+        device = resolve_device(cfg.device)
+        judge = judge_for(load_evaluator(Path("models/evaluator.pt")), data, cfg.evaluate, cfg.seed, device)
+    run_session(family_loop, name, cfg, data, TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root(),
+                judge=judge)
     typer.echo(f"trained {name} -> models/{name}.pt")
 
 
@@ -79,14 +82,18 @@ def _train(name: str, family: str, params: Path, tracking: Tracking) -> None:
 def train_ae(name: str = typer.Argument(..., help="An autoencoder listed in params.yaml."),
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Train one autoencoder with the autoencoder loop (resumes from checkpoints/<name>.ckpt)."""
-    _train(name, "autoencoder", params, tracking)
+    from pipeline.train.autoencoder import train_autoencoder
+
+    _train(name, "autoencoder", train_autoencoder, params, tracking)
 
 
 @command
 def train_gan(name: str = typer.Argument(..., help="A GAN listed in params.yaml."),
               params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Train one GAN with the GAN loop (resumes from checkpoints/<name>.ckpt)."""
-    _train(name, "gan", params, tracking)
+    from pipeline.train.gan import train_gan as gan_loop
+
+    _train(name, "gan", gan_loop, params, tracking)
 
 
 @command
@@ -94,8 +101,8 @@ def evaluate(name: str = typer.Argument(..., help="A trained model listed in par
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Evaluate one trained model: write metrics/<name>.json and its grids under runs/<name>/eval."""
     from pipeline.data import load
-    from pipeline.evaluate import evaluate_model
     from pipeline.evaluate.evaluator import load_evaluator
+    from pipeline.evaluate.run import evaluate_model
 
     cfg = _config(params)
     cfg.model(name)

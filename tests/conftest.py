@@ -18,20 +18,21 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
 def shrink(raw: dict) -> dict:
-    """params.yaml made tiny: 400/100 images, one or two epochs, small batches and sample counts."""
+    """params.yaml made tiny: 400/100 images, one or two epochs (a budget of 800 images), small batches and
+    sample counts."""
     raw = copy.deepcopy(raw)
     raw["data"].update(train_size=400, test_size=100)
     raw["evaluator"].update(epochs=2, batch_size=32)
     raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200,
-                           few_labels=[20, "all"], few_label_steps=5)
+                           few_labels=[20, "all"], few_label_steps=5, sample_sets=2, curve_samples=50)
+    raw["budget"].update(images=800, curve_points=2)  # 2 epochs of 400 images
     raw["train"].update(checkpoint_every=5, grid_size=16)
     for block in ("autoencoders", "gans"):
         for entry in raw[block].values():
             if "epochs" in entry:
                 entry["epochs"] = 2
-            if "phase_epochs" in entry:  # one epoch per fade-in and per stabilisation
-                entry["phase_epochs"] = 1
-                entry["epochs"] = 2 * len(entry["channels"]) - 1
+            if "growth_share" in entry:  # grow over the whole (tiny) budget: every phase gets a few steps
+                entry["growth_share"] = 1.0
             if "pretrain_epochs" in entry:  # one epoch per layer, then one of fine-tuning
                 entry["pretrain_epochs"] = 1
                 entry["epochs"] = len(entry.get("hidden", [])) + 2

@@ -19,7 +19,8 @@ from pipeline.models.stacked import Stacked, StackedConfig
 from pipeline.models.tied import Tied, TiedConfig
 from pipeline.models.vae import VAE, VAEConfig
 from pipeline.train.common import load_model, seed_everything
-from pipeline.train.session import TrainPaths, train_model
+from pipeline.train.run import train_model
+from pipeline.train.session import TrainPaths
 
 SHAPE = (1, 28, 28)
 

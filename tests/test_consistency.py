@@ -1,10 +1,12 @@
-"""The registry, params.yaml and dvc.yaml name the same models; dvc.yaml's stages run real commands."""
+"""The registry, params.yaml and dvc.yaml name the same models; dvc.yaml's stages run real commands and depend on
+exactly the code they import."""
 
 from __future__ import annotations
 
 import yaml
 
-from pipeline.models import MODELS, PARAMS_BLOCK, TRAIN_STAGE
+from pipeline.code import PACKAGES, command_files
+from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK, TRAIN_STAGE
 from stages import app
 from tests.conftest import ROOT
 
@@ -19,18 +21,15 @@ def test_every_registered_model_is_in_the_study_under_its_family(params_raw):
     assert all(PARAMS_BLOCK[MODELS[name].family] == block for name, block in listed.items())
 
 
-def test_training_stages_iterate_over_the_params_blocks():
+def test_training_and_evaluation_stages_iterate_over_the_params_blocks():
+    """Adding a model to params.yaml gives it its stages: no dvc.yaml edit."""
     stages = _dvc_yaml()["stages"]
-    assert set(TRAIN_STAGE) == set(PARAMS_BLOCK)
-    for family, stage in TRAIN_STAGE.items():
-        assert stages[stage]["foreach"] == "${" + PARAMS_BLOCK[family] + "}"
-        assert stages[stage]["do"]["cmd"] == f"python -m stages {stage.replace('_', '-')} ${{key}}"
-
-
-def test_evaluate_stage_lists_exactly_the_models_of_params(params_raw):
-    listed = _dvc_yaml()["stages"]["evaluate"]["foreach"]
-    expected = [*params_raw["autoencoders"], *params_raw["gans"]]
-    assert listed == expected, "dvc.yaml's evaluate foreach must list every model of params.yaml, in order"
+    assert set(TRAIN_STAGE) == set(PARAMS_BLOCK) == set(EVAL_STAGE)
+    for family, block in PARAMS_BLOCK.items():
+        train, evaluate = stages[TRAIN_STAGE[family]], stages[EVAL_STAGE[family]]
+        assert train["foreach"] == evaluate["foreach"] == "${" + block + "}"
+        assert train["do"]["cmd"] == f"python -m stages {TRAIN_STAGE[family].replace('_', '-')} ${{key}}"
+        assert evaluate["do"]["cmd"] == "python -m stages evaluate ${key}"
 
 
 def test_dvc_resolves_the_stage_names_people_rely_on(params_raw):
@@ -39,10 +38,42 @@ def test_dvc_resolves_the_stage_names_people_rely_on(params_raw):
     with Repo(str(ROOT)) as repo:
         names = {stage.addressing for stage in repo.index.stages}
     expected = {"prepare", "evaluator", "report"}
-    expected |= {f"train_ae@{m}" for m in params_raw["autoencoders"]}
-    expected |= {f"train_gan@{m}" for m in params_raw["gans"]}
-    expected |= {f"evaluate@{m}" for m in [*params_raw["autoencoders"], *params_raw["gans"]]}
+    for family, block in PARAMS_BLOCK.items():
+        expected |= {f"{TRAIN_STAGE[family]}@{m}" for m in params_raw[block]}
+        expected |= {f"{EVAL_STAGE[family]}@{m}" for m in params_raw[block]}
     assert names == expected
+
+
+def _code_deps(stage: dict) -> set[str]:
+    """The project source files among a stage's deps (a folder stands for every .py file in it)."""
+    out: set[str] = set()
+    for dep in stage.get("deps") or stage["do"]["deps"]:
+        path = ROOT / dep
+        if path.is_dir() and dep.split("/")[0] in PACKAGES:
+            out |= {f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")}
+        elif dep.endswith(".py"):
+            out.add(dep)
+    return out
+
+
+def test_every_stage_depends_on_exactly_the_code_it_imports():
+    """A file a stage imports but does not list would leave its results stale after an edit; a file it lists
+    but does not import would rerun it for nothing. The imports are read from the code (pipeline.code)."""
+    for name, stage in _dvc_yaml()["stages"].items():
+        command = (stage.get("cmd") or stage["do"]["cmd"]).split()[3].replace("-", "_")
+        imported, declared = set(command_files(command)), _code_deps(stage)
+        assert declared == imported, (
+            f"dvc.yaml stage '{name}': missing {sorted(imported - declared)}, not imported {sorted(declared - imported)}")
+
+
+def test_import_closure_follows_lazy_and_relative_imports():
+    train_gan, train_ae, report = (set(command_files(c)) for c in ("train_gan", "train_ae", "report"))
+    assert {"pipeline/train/gan.py", "pipeline/train/objectives.py", "pipeline/evaluate/metrics.py",
+            "pipeline/models/progan.py", "pipeline/models/latents.py", "stages/commands.py"} <= train_gan
+    assert "pipeline/train/gan.py" not in train_ae  # each training command imports its own family's loop
+    assert "pipeline/evaluate/pretraining.py" not in train_gan  # evaluation's package stays light
+    assert not any(f.startswith("pipeline/report/") for f in train_gan | train_ae)
+    assert "pipeline/report/sections.py" in report  # imported inside the report command only
 
 
 def test_stage_commands_exist_in_the_typer_app():

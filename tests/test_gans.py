@@ -15,7 +15,8 @@ from pipeline.models.progan import (EqualizedConv, ProGAN, ProGANConfig, minibat
 from pipeline.models.stylegan import StyleGAN, StyleGANConfig, StyleLayer
 from pipeline.train.common import load_model
 from pipeline.train.objectives import OBJECTIVES
-from pipeline.train.session import TrainPaths, train_model
+from pipeline.train.run import train_model
+from pipeline.train.session import TrainPaths
 
 SHAPE = (1, 28, 28)
 
@@ -63,16 +64,6 @@ def test_r1_penalises_the_gradient_on_reals():
     assert float(stats["r1"]) == pytest.approx(784 * 0.01, rel=1e-5)
 
 
-def test_minibatch_stddev_appends_the_per_location_std_averaged_over_features():
-    x = torch.randn(8, 3, 4, 4)
-    out = minibatch_stddev(x, group=4)
-    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
-    groups = x.reshape(4, 2, 3, 4, 4)  # image i in group i % 2
-    expected = torch.sqrt(groups.var(0, unbiased=False) + 1e-8).mean(1)  # (2, 4, 4)
-    assert torch.allclose(out[0, 3], expected[0]) and torch.allclose(out[1, 3], expected[1])
-    assert torch.allclose(out[2, 3], expected[0])  # one map per group, shared by its members
-
-
 def test_pixel_norm_gives_each_pixel_unit_rms():
     out = pixel_norm(torch.randn(2, 16, 5, 5) * 7)
     assert torch.allclose(out.pow(2).mean(1), torch.ones(2, 5, 5), atol=1e-4)
@@ -87,25 +78,39 @@ def test_equalized_learning_rate_scales_unit_weights_at_run_time():
 
 
 def test_progan_grows_and_fades_in():
-    cfg = ProGANConfig(phase_epochs=2, epochs=14)
+    cfg = ProGANConfig(growth_share=0.7)  # 7 phases of 10 steps in a budget of 100 steps, then 30 at 32x32
     model = ProGAN(cfg, SHAPE)
-    stages = [model.stage(int(e * 10), 10) for e in (0, 1.9, 2, 3, 4, 5.9, 6, 13.9)]
-    assert stages == [(0, 1.0), (0, 1.0), (1, 0.0), (1, 0.5), (1, 1.0), (1, 1.0), (2, 0.0), (3, 1.0)]
+    stages = [model.stage(step, 100) for step in (0, 9, 10, 15, 20, 29, 30, 69, 70, 99)]
+    assert stages == [(0, 1.0), (0, 1.0), (1, 0.0), (1, 0.5), (1, 1.0), (1, 1.0), (2, 0.0), (3, 1.0), (3, 1.0),
+                      (3, 1.0)]
     x = torch.rand(4, *SHAPE) * 2 - 1
-    for step, size in ((0, 4), (25, 8), (65, 16), (130, 32)):
-        model.advance(step, 10)
+    for step, size in ((0, 4), (15, 8), (35, 16), (60, 32)):
+        model.advance(step, 100)
         assert model.real_view(x).shape[-1] == size
         assert model.generator(model.latent(4)).shape[-1] == size
         assert model.discriminator(model.real_view(x)).shape == (4,)
     # at alpha 0 the new resolution's output is exactly the old one, upsampled
-    model.advance(20, 10)
+    model.advance(10, 100)
     assert model.generator.schedule.alpha == 0.0
     z = model.latent(2)
     new = model.generator(z)
     model.generator.schedule.level, model.generator.schedule.alpha = 0, 1.0
     old = torch.nn.functional.interpolate(model.generator(z), scale_factor=2, mode="nearest")
     assert torch.allclose(new, old, atol=1e-6)
-    assert ProGAN(cfg.model_copy(update={"growth": "none"}), SHAPE).stage(0, 10) == (3, 1.0)
+    assert ProGAN(cfg.model_copy(update={"growth": "none"}), SHAPE).stage(0, 100) == (3, 1.0)
+
+
+def test_minibatch_stddev_is_one_statistic_per_group():
+    """The paper's layer: std over the group for each feature and location, averaged over both, so every
+    location of every image of a group gets the same value; groups are images i, i + B/G, i + 2B/G, ..."""
+    from pipeline.models.progan import minibatch_stddev
+
+    x = torch.randn(8, 3, 4, 4)
+    out = minibatch_stddev(x, 4)  # 2 groups: images {0, 2, 4, 6} and {1, 3, 5, 7}
+    assert out.shape == (8, 4, 4, 4) and torch.equal(out[:, :3], x)
+    for members in ([0, 2, 4, 6], [1, 3, 5, 7]):
+        expected = torch.sqrt(x[members].var(0, unbiased=False) + 1e-8).mean()
+        assert torch.allclose(out[members, 3], expected.expand(4, 4, 4), atol=1e-6)
 
 
 def test_progan_ablation_switches_change_the_networks():
@@ -161,36 +166,45 @@ def test_latent_arithmetic_reports_ink_and_class_interpolation():
 
 
 @pytest.mark.parametrize("name", ["progan", "stylegan"])
-def test_gan_loop_resumes_mid_schedule_and_records_coverage(name, tiny_cfg, tiny_data, tiny_evaluator, tmp_path):
-    from pipeline.evaluate.metrics import classifier
+def test_gan_loop_resumes_mid_schedule_and_records_the_curve(name, tiny_cfg, tiny_data, tiny_evaluator, tmp_path):
+    from pipeline.evaluate.metrics import judge_for
 
-    classify = classifier(tiny_evaluator)
+    judge = judge_for(tiny_evaluator, tiny_data, tiny_cfg.evaluate, tiny_cfg.seed, "cpu")
     straight = TrainPaths.for_model(name, tmp_path / "a")
-    assert train_model(name, tiny_cfg, tiny_data, straight, classify=classify)
+    assert train_model(name, tiny_cfg, tiny_data, straight, judge=judge)
     broken = TrainPaths.for_model(name, tmp_path / "b")
-    assert not train_model(name, tiny_cfg, tiny_data, broken, max_steps=19, classify=classify)  # mid-fade for progan
-    assert train_model(name, tiny_cfg, tiny_data, broken, classify=classify)
+    assert not train_model(name, tiny_cfg, tiny_data, broken, max_steps=19, judge=judge)  # mid-fade for progan
+    assert train_model(name, tiny_cfg, tiny_data, broken, judge=judge)
     a, b = (torch.load(p.model, weights_only=True)["state_dict"] for p in (straight, broken))
     assert all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
-    history = json.loads((straight.run_dir / "history.json").read_text())
-    assert all(0 <= r["classes_covered"] <= 10 and r["class_kl"] >= 0 for r in history)
+    curve = json.loads((straight.run_dir / "curve.json").read_text())
+    timeless = lambda c: [{k: v for k, v in point.items() if k != "seconds"} for point in c]  # noqa: E731
+    assert timeless(curve) == timeless(json.loads((broken.run_dir / "curve.json").read_text()))  # measured the same
+    budget = tiny_cfg.budget
+    assert len(curve) == budget.curve_points and curve[-1]["images"] == budget.images
+    assert all(0 <= p["classes_covered"] <= 10 and p["class_kl"] >= 0 and p["fid"] > 0 and 0 <= p["recall"] <= 1
+               for p in curve)
+    assert [p["seconds"] for p in curve] == sorted(p["seconds"] for p in curve)
+    timing = json.loads((straight.run_dir / "timing.json").read_text())
+    assert timing["images_seen"] == budget.images
     if name == "progan":
+        history = json.loads((straight.run_dir / "history.json").read_text())
         assert [r["resolution"] for r in history][-1] == 32.0
         model, _ = load_model(straight.model)
         assert model.generator.schedule.level == 3 and model.generator.schedule.alpha == 1.0
 
 
-def test_mode_collapse_verdicts_name_the_epochs():
-    from pipeline.report.sections import _classes, _epoch_ranges
+def test_mode_collapse_verdicts_name_the_budget_points():
+    from pipeline.report.sections import _classes, _point_ranges
 
-    rows = [{"epoch": e} for e in (1, 2, 3, 7, 9, 10)]
-    assert _epoch_ranges(rows) == "epochs 1–3, 7, 9–10"
-    assert _epoch_ranges([{"epoch": 4}]) == "epoch 4"
+    points = [{"images": i * 6400} for i in (1, 2, 3, 7, 9, 10)]
+    assert _point_ranges(points, 64000) == "at 10–30, 70, 90–100 % of the budget"
+    assert _point_ranges([{"images": 25600}], 64000) == "at 40 % of the budget"
     assert (_classes(1), _classes(7)) == ("1 class", "7 classes")
 
 
 def test_stylegan_samples_do_not_depend_on_the_global_rng():
-    from pipeline.evaluate import draw
+    from pipeline.evaluate.metrics import draw
 
     model = StyleGAN(StyleGANConfig(channels=[16, 8], d_channels=[16, 8]), SHAPE).eval()
     with torch.no_grad():

@@ -44,12 +44,39 @@ def test_fid_of_a_set_with_itself_is_zero_and_grows_with_corruption(tiny_cfg, ti
 
 
 def test_generative_metrics_are_deterministic_and_complete(tiny_cfg, tiny_data, tiny_evaluator):
-    a = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7)
-    b = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7)
+    a = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7, 10)
+    b = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7, 10)
     assert a == b
     assert {"fid", "kid_mean", "kid_std", "precision", "recall", "classes_covered", "class_kl", "n_real",
             "n_generated"} <= a.keys()
     assert a["n_real"] == 400 and a["n_generated"] == 100
+    assert a["n_real_pr"] == 100  # precision/recall compare as many real images as generated ones
+
+
+def test_metrics_over_sample_sets_give_mean_and_spread(tiny_cfg, tiny_data, tiny_evaluator):
+    from pipeline.evaluate.metrics import generative_metrics_sets
+
+    fake = (tiny_data.x_train[:200] + 0.3 * torch.rand(200, *tiny_data.shape)).clamp(0, 1)  # 2 sets of 100
+    m = generative_metrics_sets(tiny_evaluator, tiny_data.x_train, fake, tiny_cfg.evaluate, 7, 10)
+    assert m["sample_sets"] == 2 and m["n_generated"] == 100 and len(m["fid_sets"]) == 2
+    assert m["fid"] == pytest.approx(sum(m["fid_sets"]) / 2, rel=1e-5) and m["fid_std"] > 0
+    one = generative_metrics(tiny_evaluator, tiny_data.x_train, fake[:100], tiny_cfg.evaluate, 7, 10)
+    assert m["fid_sets"][0] == pytest.approx(one["fid"], rel=1e-5)
+
+
+def test_the_evaluator_refuses_images_outside_0_1(tiny_cfg, tiny_data, tiny_evaluator):
+    """0-255 pixels (or the generators' [-1, 1]) fed where [0, 1] is expected must fail, not give a number."""
+    with pytest.raises(StudyError, match=r"\[0, 1\]"):
+        embed(tiny_evaluator, tiny_data.x_test * 255)
+    with pytest.raises(StudyError, match=r"\[0, 1\]"):
+        fid_kid(tiny_evaluator, tiny_data.x_train, tiny_data.x_test * 2 - 1, tiny_cfg.evaluate, 0)
+    with pytest.raises(StudyError, match="float"):
+        embed(tiny_evaluator, (tiny_data.x_test * 255).to(torch.uint8))
+
+
+def test_class_count_comes_from_the_data(tiny_data, tiny_evaluator, tiny_cfg):
+    m = generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test, tiny_cfg.evaluate, 7, 12)
+    assert len(m["class_counts"]) == 12  # num_classes is the manifest's, not a literal 10
 
 
 def test_kid_subset_larger_than_the_samples_is_refused(tiny_cfg, tiny_data, tiny_evaluator):

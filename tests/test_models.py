@@ -10,7 +10,8 @@ from pipeline.models import MODELS, build
 from pipeline.models.base import GAN, Autoencoder, ClosedForm, Generative
 from pipeline.train.common import load_model, save_model, seed_everything
 from pipeline.train.objectives import OBJECTIVES
-from pipeline.train.session import TrainPaths, train_model
+from pipeline.train.run import train_model
+from pipeline.train.session import TrainPaths
 
 NAMES = list(MODELS)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from pipeline import StudyError
-from pipeline.train.session import TrainPaths, train_model
+from pipeline.train.run import train_model
+from pipeline.train.session import TrainPaths
 
 
 def _final(paths: TrainPaths):

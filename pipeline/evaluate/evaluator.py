@@ -46,6 +46,16 @@ class EvaluatorNet(nn.Module):
         return self.head(self.features(x))  # (B, num_classes) logits
 
 
+def check_range(x: Tensor) -> Tensor:
+    """Images for the evaluator must be floats in [0, 1]: 0-255 images (or [-1, 1] ones) would give numbers that
+    look like metrics and mean nothing, so they are refused."""
+    if not x.is_floating_point():
+        raise StudyError(f"evaluator: images must be floats in [0, 1], got dtype {x.dtype}")
+    if len(x) and (float(x.min()) < -1e-3 or float(x.max()) > 1 + 1e-3):
+        raise StudyError(f"evaluator: images must be in [0, 1], got values in [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    return x
+
+
 class Features(nn.Module):
     """The evaluator as torchmetrics' custom feature extractor: images in [0, 1] -> features."""
 
@@ -55,7 +65,7 @@ class Features(nn.Module):
         self.num_features = net.num_features
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net.features(x.float())
+        return self.net.features(check_range(x))
 
 
 def random_shift(x: Tensor, pixels: float = 2.0) -> Tensor:

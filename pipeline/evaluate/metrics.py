@@ -4,7 +4,11 @@
 - Precision and recall: Kynkäänniemi et al. 2019, "Improved precision and recall metric for assessing
   generative models": each set's manifold is the union of balls reaching each point's k-th nearest neighbour
   in that set; precision = share of generated points inside the real manifold, recall = share of real points
-  inside the generated manifold.
+  inside the generated manifold. As in the paper, both sets have the same size (the real set is subsampled,
+  seeded), so that the k-NN radii mean the same in both.
+- Spread: the final evaluation draws `sample_sets` disjoint sets of generated images and reports each metric's
+  mean and standard deviation over them.
+- `Judge`: the same metrics on a fixed number of samples, cheap enough to run during training (the curves).
 - Class coverage: classes predicted for at least `min_share / K` of the samples (K classes), and the KL
   divergence of the predicted-class histogram from uniform (0 = perfectly balanced, log K = one class only).
 - Autoencoders: reconstruction MSE per pixel on [0, 1] pixels, PCA of the same code size as a baseline,
@@ -29,8 +33,9 @@ from torchmetrics.image.kid import KernelInceptionDistance
 
 from pipeline import StudyError
 from pipeline.config import EvaluateConfig
-from pipeline.evaluate.evaluator import EvaluatorNet, Features
-from pipeline.models.base import Autoencoder
+from pipeline.data import Dataset
+from pipeline.evaluate.evaluator import EvaluatorNet, Features, check_range
+from pipeline.models.base import Autoencoder, Generative
 from pipeline.train.common import batched
 
 
@@ -38,7 +43,7 @@ from pipeline.train.common import batched
 def embed(net: EvaluatorNet, images: Tensor) -> tuple[Tensor, Tensor]:
     """Features (N, F) and predicted classes (N,) of images in [0, 1]."""
     net.eval()
-    feats = batched(net.features, images)
+    feats = batched(net.features, check_range(images))
     preds = net.head(feats).argmax(1)
     return feats, preds
 
@@ -92,17 +97,110 @@ def class_coverage(preds: Tensor, num_classes: int, min_share: float) -> dict[st
             "class_counts": counts.tolist()}
 
 
-def generative_metrics(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int) -> dict:
-    real_f, _ = embed(net, real)
-    fake_f, fake_pred = embed(net, fake)
-    precision, recall = precision_recall(real_f, fake_f, cfg.knn_k)
-    out = {**fid_kid(net, real, fake, cfg, seed), "precision": precision, "recall": recall,
-           **class_coverage(fake_pred, net.head[-1].out_features, cfg.coverage_min_share),
-           "n_real": len(real), "n_generated": len(fake)}
+def draw(model: Generative, n: int, seed: int, chunk: int = 500) -> Tensor:
+    """n samples in [0, 1], drawn in chunks from one seeded generator (the same images on every run). The global
+    RNG (noise a model draws itself, StyleGAN's noise inputs) is seeded too, in a fork: a caller's random stream
+    (a training run's) is left as it was."""
+    gen = torch.Generator().manual_seed(seed)
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        out = torch.cat([model.sample(min(chunk, n - i), gen) for i in range(0, n, chunk)])
+    if was_training:
+        model.train()
+    return out
+
+
+def subsample(n: int, k: int, seed: int) -> Tensor:
+    """k of n indices, seeded, in increasing order (all of them when k >= n)."""
+    if k >= n:
+        return torch.arange(n)
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:k].sort().values
+
+
+def _finite(out: dict) -> dict:
     for k, v in out.items():
         if isinstance(v, float) and not math.isfinite(v):
             raise StudyError(f"metric {k} is not finite ({v}): the samples are degenerate (NaN or constant?)")
     return out
+
+
+def generative_metrics(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int,
+                       num_classes: int) -> dict:
+    """FID/KID against every real image; precision/recall against as many real images as generated ones."""
+    real_f, _ = embed(net, real)
+    fake_f, fake_pred = embed(net, fake)
+    same = real_f[subsample(len(real_f), len(fake_f), seed).to(real_f.device)]
+    precision, recall = precision_recall(same, fake_f, cfg.knn_k)
+    out = {**fid_kid(net, real, fake, cfg, seed), "precision": precision, "recall": recall,
+           **class_coverage(fake_pred, num_classes, cfg.coverage_min_share),
+           "n_real": len(real), "n_real_pr": len(same), "n_generated": len(fake)}
+    return _finite(out)
+
+
+SPREAD = ("fid", "kid_mean", "precision", "recall", "class_kl")
+
+
+def generative_metrics_sets(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int,
+                            num_classes: int) -> dict:
+    """`generative_metrics` on each of the disjoint sets of `cfg.n_generated` images in `fake`: the mean of each
+    metric, its standard deviation over the sets (`<metric>_std`) and the per-set values (`<metric>_sets`).
+    Classes covered are counted over all sets together."""
+    sets = [generative_metrics(net, real, chunk, cfg, seed + i, num_classes)
+            for i, chunk in enumerate(fake.split(cfg.n_generated))]
+    out = dict(sets[0])
+    for k in SPREAD:
+        values = torch.tensor([m[k] for m in sets], dtype=torch.float64)
+        out[k], out[f"{k}_sets"] = float(values.mean()), [round(float(v), 6) for v in values]
+        out[f"{k}_std"] = float(values.std(unbiased=True)) if len(sets) > 1 else 0.0
+    out["kid_subset_std"] = float(torch.tensor([m["kid_std"] for m in sets]).mean())
+    del out["kid_std"]
+    _, preds = embed(net, fake)
+    out.update(class_coverage(preds, num_classes, cfg.coverage_min_share), sample_sets=len(sets),
+               n_generated=len(fake) // len(sets))
+    return out
+
+
+def real_floor(net: EvaluatorNet, data: Dataset, cfg: EvaluateConfig, seed: int) -> dict:
+    """Generative metrics of the test split against the train split: the best a model can hope for."""
+    return generative_metrics(net, data.x_train, data.x_test, cfg, seed, data.num_classes)
+
+
+def judge_for(net: EvaluatorNet, data: Dataset, cfg: EvaluateConfig, seed: int, device) -> "Judge":
+    return Judge(net.to(device), data.x_train.to(device), cfg, data.num_classes, seed)
+
+
+class Judge:
+    """Scores a generator during training, at each curve point: FID against every real image, precision and
+    recall against an equal-size seeded subset, and class coverage, all on the same `curve_samples` images drawn
+    from fixed latents (the same images at every point, so the curve moves only because the model does)."""
+
+    def __init__(self, net: EvaluatorNet, real: Tensor, cfg: EvaluateConfig, num_classes: int, seed: int):
+        self.net, self.cfg, self.num_classes, self.seed = net.eval(), cfg, num_classes, seed
+        self.n = cfg.curve_samples
+        real_f, _ = embed(net, real)
+        self.real_pr = real_f[subsample(len(real_f), self.n, seed).to(real_f.device)]
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        self.fid = FrechetInceptionDistance(feature=Features(net), normalize=True,
+                                            reset_real_features=False).to(real.device)
+        with torch.no_grad():
+            for chunk in real.split(500):
+                self.fid.update(chunk, real=True)
+
+    @torch.no_grad()
+    def score(self, model: Generative) -> dict[str, float]:
+        fake = draw(model, self.n, self.seed + 3)
+        fake_f, preds = embed(self.net, fake)
+        self.fid.reset()  # forgets the fake features only
+        for chunk in fake.split(500):
+            self.fid.update(chunk, real=False)
+        precision, recall = precision_recall(self.real_pr, fake_f, self.cfg.knn_k)
+        cover = class_coverage(preds, self.num_classes, self.cfg.coverage_min_share)
+        fid = float(self.fid.compute())
+        return {"fid": fid if math.isfinite(fid) else None, "precision": precision, "recall": recall,
+                "classes_covered": cover["classes_covered"], "class_kl": cover["class_kl"]}
 
 
 def pca_mse(x_train: Tensor, x_test: Tensor, code_size: int) -> float:

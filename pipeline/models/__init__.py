@@ -33,6 +33,7 @@ from .vae import VAE, VAEConfig
 Family = Literal["autoencoder", "gan"]
 PARAMS_BLOCK: dict[str, str] = {"autoencoder": "autoencoders", "gan": "gans"}  # family -> params.yaml key
 TRAIN_STAGE: dict[str, str] = {"autoencoder": "train_ae", "gan": "train_gan"}  # family -> dvc.yaml stage
+EVAL_STAGE: dict[str, str] = {"autoencoder": "evaluate_ae", "gan": "evaluate_gan"}
 
 
 @dataclass(frozen=True)

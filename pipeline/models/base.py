@@ -36,19 +36,24 @@ class AutoencoderConfig(ModelConfig):
     codings_map: Literal["tsne", "none"] = "none"  # a 2-D t-SNE map of the test codings, coloured by class
 
 
-class GradientTraining(AutoencoderConfig):
-    """Knobs of the autoencoder loop, shared by every gradient-trained autoencoder."""
+class BudgetedTraining(AutoencoderConfig):
+    """Knobs of the autoencoder loop for a generative autoencoder (the VAE): it trains for the study's
+    `budget.images`, the budget every generative model shares, so it has no epoch count of its own."""
 
-    epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=2)
     optimizer: Literal["nadam", "adam", "sgd", "rmsprop"] = "nadam"
     lr: float = Field(1e-3, gt=0, le=1)
 
 
-class GANTraining(ModelConfig):
-    """Knobs of the GAN loop, shared by every GAN."""
+class GradientTraining(BudgetedTraining):
+    """Knobs of the autoencoder loop, shared by every gradient-trained (non-generative) autoencoder."""
 
     epochs: int = Field(20, ge=1)
+
+
+class GANTraining(ModelConfig):
+    """Knobs of the GAN loop, shared by every GAN. The length of training is the study's `budget.images`."""
+
     batch_size: int = Field(64, ge=2)
     latent_dim: int = Field(100, ge=1)
     objective: Literal["nonsaturating", "nonsaturating_r1", "wgan_gp"] = "nonsaturating"
@@ -165,8 +170,8 @@ class GAN(nn.Module, Generative):
         device = device or next(self.parameters()).device
         return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent)
 
-    def advance(self, step: int, steps_per_epoch: int) -> dict[str, float]:
-        """Called before every optimizer step; returns schedule values to log (none by default)."""
+    def advance(self, step: int, total_steps: int) -> dict[str, float]:
+        """Called before every optimizer step of `total_steps`; returns schedule values to log (none by default)."""
         return {}
 
     def generator_param_groups(self, lr: float) -> list[dict]:

@@ -6,9 +6,12 @@ pixels with 128, 128, 64, 32 feature maps (the paper: 4 -> 1024 with 512 ... 16)
 config value so that the ablation runs the same code with one of them off:
 - `growth: progressive`: both networks start at 4x4; each new resolution's layers are faded in, the output
   (and the real images) blended as alpha * new + (1 - alpha) * upsampled old, alpha rising linearly from 0 to 1
-  over `phase_epochs`, then trained `phase_epochs` more at that resolution. `none`: every layer from the start.
-- `minibatch_stddev: on`: the discriminator's last block gets one more feature map: the standard deviation of
-  each feature at each location over a group of images, averaged over the features to one value per location.
+  over one phase, then trained one phase more at that resolution. The phases are equal shares of the training
+  budget: `growth_share` of it is spent growing (1 phase at 4x4, then 2 per larger resolution), the rest at the
+  top resolution. `none`: every layer from the start.
+- `minibatch_stddev: on`: the discriminator's last block gets one more feature map. As in the paper: the
+  standard deviation of each feature at each location over a group of images, averaged over features and
+  locations to one statistic per group, replicated over the locations of the group's images.
 - `equalized_lr: on`: weights drawn from N(0, 1) and multiplied at run time by their He constant
   sqrt(2 / fan_in), so that Adam's per-weight step sizes are on one scale. `off`: He initialisation as usual.
 - `pixel_norm: on`: after each generator convolution, each pixel's feature vector divided by its RMS
@@ -41,22 +44,16 @@ class ProGANConfig(GANTraining):
     minibatch_stddev: OnOff = "on"
     equalized_lr: OnOff = "on"
     pixel_norm: OnOff = "on"
-    phase_epochs: int = Field(2, ge=1)  # fade-in epochs, and again stabilising epochs, per resolution
+    growth_share: float = Field(0.4375, gt=0, le=1)  # share of the budget spent growing (phases of equal length)
     group_size: int = Field(4, ge=2)  # minibatch-stddev group
     objective: Literal["nonsaturating", "nonsaturating_r1", "wgan_gp"] = "wgan_gp"
     lr_g: float = Field(1e-3, gt=0, le=1)
     lr_d: float = Field(1e-3, gt=0, le=1)
     beta1: float = Field(0.0, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
-    epochs: int = Field(14, ge=1)
 
     @model_validator(mode="after")
     def _schedule_fits(self):
-        need = self.phase_epochs * (2 * len(self.channels) - 1)
-        if self.growth == "progressive" and self.epochs < need:
-            raise ValueError(f"epochs ({self.epochs}) must be at least {need}: {self.phase_epochs} at 4x4, then "
-                             f"{2 * self.phase_epochs} (fade-in + stabilise) for each of {len(self.channels) - 1} "
-                             "larger resolutions")
         if self.batch_size % self.group_size and self.minibatch_stddev == "on":
             raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size})")
         return self
@@ -107,13 +104,14 @@ def pixel_norm(x: Tensor) -> Tensor:
 
 
 def minibatch_stddev(x: Tensor, group: int) -> Tensor:
-    """Append one feature map: per location, the std over a group of images, averaged over the features."""
+    """Append one feature map: the std over a group of images, averaged over features and locations (one value
+    per group, as in the paper)."""
     b, c, h, w = x.shape
     g = min(group, b)
     y = x.reshape(g, b // g, c, h, w)  # (G, B/G, C, H, W): image i is in group i % (B/G)
     std = torch.sqrt(y.var(dim=0, unbiased=False) + 1e-8)  # (B/G, C, H, W): over the group
-    per_location = std.mean(dim=1, keepdim=True)  # (B/G, 1, H, W): averaged over the features
-    return torch.cat([x, per_location.repeat(g, 1, 1, 1)], dim=1)  # (B, C + 1, H, W)
+    per_group = std.mean(dim=(1, 2, 3), keepdim=True)  # (B/G, 1, 1, 1): averaged over features and locations
+    return torch.cat([x, per_group.expand(-1, -1, h, w).repeat(g, 1, 1, 1)], dim=1)  # (B, C + 1, H, W)
 
 
 class Schedule(nn.Module):
@@ -212,20 +210,24 @@ class ProGAN(GAN):
         self.cfg, self.top = cfg, top
 
     # -- the growth schedule, advanced by the GAN loop before every step -------------------------------------
-    def stage(self, step: int, steps_per_epoch: int) -> tuple[int, float]:
-        """(level, alpha) after `step` optimizer steps: a pure function of the step, so resuming is exact."""
+    def phases(self) -> int:
+        return 2 * self.top + 1  # 4x4, then fade-in + stabilise for each larger resolution
+
+    def stage(self, step: int, total_steps: int) -> tuple[int, float]:
+        """(level, alpha) after `step` of `total_steps` optimizer steps: a pure function of the step, so resuming
+        is exact. Phase i covers [i, i + 1) x growth_share / phases of the budget."""
         if self.cfg.growth == "none":
             return self.top, 1.0
-        epochs, p = step / steps_per_epoch, self.cfg.phase_epochs
-        if epochs < p:
+        phase = round(step * self.phases() / (total_steps * self.cfg.growth_share), 9)  # in phases, fractional
+        if phase < 1:
             return 0, 1.0
-        level = 1 + int((epochs - p) // (2 * p))
+        level = 1 + int((phase - 1) // 2)
         if level > self.top:
             return self.top, 1.0
-        return level, min(1.0, (epochs - p - (level - 1) * 2 * p) / p)
+        return level, min(1.0, phase - 1 - (level - 1) * 2)
 
-    def advance(self, step: int, steps_per_epoch: int) -> dict[str, float]:
-        level, alpha = self.stage(step, steps_per_epoch)
+    def advance(self, step: int, total_steps: int) -> dict[str, float]:
+        level, alpha = self.stage(step, total_steps)
         for schedule in (self.generator.schedule, self.ema.schedule):  # the discriminator shares the generator's
             schedule.level, schedule.alpha = level, alpha
         return {"resolution": float(4 * 2**level), "alpha": alpha}
@@ -247,8 +249,8 @@ class ProGAN(GAN):
         return self.crop(out)
 
     def analyze(self, classify, seed: int) -> Analysis:
-        """The growth schedule, ten points an epoch, for the report's alpha plot."""
-        points = [self.stage(i * 100, 1000) for i in range(self.cfg.epochs * 10 + 1)]
-        return Analysis(arrays={"schedule_epoch": [i / 10 for i in range(len(points))],
+        """The growth schedule over the budget (200 points), for the report's alpha plot."""
+        points = [self.stage(i, 200) for i in range(201)]
+        return Analysis(arrays={"schedule_share": [i / 200 for i in range(len(points))],
                                 "schedule_resolution": [4 * 2**lvl for lvl, _ in points],
                                 "schedule_alpha": [a for _, a in points]})

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Analysis, Autoencoder, Generative, GradientTraining, ImageShape, mlp
+from .base import Analysis, Autoencoder, Generative, BudgetedTraining, ImageShape, mlp
 
 
-class VAEConfig(GradientTraining):
+class VAEConfig(BudgetedTraining):
     hidden: list[int] = Field(default_factory=lambda: [150, 100])
     code_size: int = Field(10, ge=1)
     activation: Literal["relu", "selu", "elu", "tanh"] = "relu"

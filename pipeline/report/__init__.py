@@ -25,6 +25,7 @@ class Study:
     evaluator: dict
     metrics: dict[str, dict]  # per model: metrics/<m>.json, plus timing and epoch count
     histories: dict[str, list[dict]]  # per model: runs/<m>/train/history.json
+    curves: dict[str, list[dict]]  # per generative model: runs/<m>/train/curve.json (FID etc. over the budget)
     arrays: dict[str, dict[str, list]]  # per model: runs/<m>/eval/arrays.json (may be empty)
     figures: Path  # where figures are written
     runs: Path  # runs/: the per-epoch grids of training
@@ -39,20 +40,21 @@ class Study:
 
 def _load(path: Path, what: str) -> Any:
     if not path.is_file():
-        raise StudyError(f"{path}: missing ({what}); is the model in the foreach lists of dvc.yaml and was it run?")
+        raise StudyError(f"{path}: missing ({what}); run `dvc repro` first")
     return read_json(path)
 
 
 def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
     names = list(cfg.models())
-    metrics = {n: _load(metrics_dir / f"{n}.json", f"evaluate@{n}'s metrics") for n in names}
+    metrics = {n: _load(metrics_dir / f"{n}.json", f"evaluate stage of {n}") for n in names}
     histories = {n: _load(runs_dir / n / "train" / "history.json", f"train stage of {n}") for n in names}
     for n in names:
         metrics[n].update(_load(runs_dir / n / "train" / "timing.json", f"train stage of {n}"), epochs=len(histories[n]))
     arrays = {n: read_json(p) if (p := runs_dir / n / "eval" / "arrays.json").is_file() else {} for n in names}
+    curves = {n: read_json(p) for n in names if (p := runs_dir / n / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
-                 _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, arrays,
-                 figures, runs_dir)
+                 _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
+                 arrays, figures, runs_dir)
 
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,

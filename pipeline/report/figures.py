@@ -145,30 +145,60 @@ def few_labels(results: dict[str, dict[str, list[float | None]]], counts: list[i
     return _save(fig, path)
 
 
-def coverage_curves(histories: dict[str, list[dict]], path: Path) -> str:
-    """Classes covered and class-histogram KL per epoch, one line per GAN."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for i, (name, history) in enumerate(histories.items()):
-        epochs = [r["epoch"] for r in history]
-        axes[0].plot(epochs, [r["classes_covered"] for r in history], color=plt.cm.tab10(i % 10), label=name)
-        axes[1].plot(epochs, [r["class_kl"] for r in history], color=plt.cm.tab10(i % 10), label=name)
-    axes[0].set_ylabel("classes covered (of 10)")
-    axes[0].set_ylim(0, 10.5)
-    axes[1].set_ylabel("KL of class histogram from uniform")
-    axes[1].set_yscale("symlog", linthresh=0.01)
-    for ax in axes:
-        ax.set_xlabel("epoch")
+def budget_curves(curves: dict[str, list[dict]], path: Path) -> str:
+    """The central comparison: FID against images seen and against training seconds, recall and classes covered
+    against images seen; one line per generative model, the same colour in every panel."""
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    panels = [(axes[0, 0], "images", "fid", "FID ↓ (log scale)"), (axes[0, 1], "seconds", "fid", "FID ↓ (log scale)"),
+              (axes[1, 0], "images", "recall", "recall ↑"), (axes[1, 1], "images", "classes_covered", "classes covered")]
+    for i, (name, curve) in enumerate(curves.items()):
+        style = {"color": plt.cm.tab10(i % 10), "marker": "o", "markersize": 3, "label": name}
+        for ax, x, y, _ in panels:
+            points = [p for p in curve if p.get(y) is not None]
+            ax.plot([p[x] for p in points], [p[y] for p in points], **style)
+    for ax, x, y, label in panels:
+        ax.set_xlabel({"images": "training images seen", "seconds": "training seconds (optimizer steps, this machine)"}[x])
+        ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
+        if y == "fid":
+            ax.set_yscale("log")
+        if y == "seconds" or x == "seconds":
+            ax.set_xscale("log")
+    axes[0, 0].legend(fontsize=8)
+    return _save(fig, path)
+
+
+def losses_by_objective(histories: dict[str, list[dict]], objectives: dict[str, str], path: Path) -> str:
+    """GAN losses per epoch, one row of panels per objective: a BCE loss and a Wasserstein critic's score live on
+    different scales and never share an axis."""
+    groups: dict[str, list[str]] = {}
+    for name, objective in objectives.items():
+        groups.setdefault(objective, []).append(name)
+    panels = [("train_d_loss", "", "discriminator loss"), ("train_g_loss", "", "generator loss"),
+              ("train_d_real", "train_d_fake", "D(real) solid, D(fake) dashed")]
+    fig, axes = plt.subplots(len(groups), len(panels), figsize=(5.5 * len(panels), 3.6 * len(groups)), squeeze=False)
+    for row, (objective, names) in zip(axes, groups.items()):
+        for ax, (key, dashed, title) in zip(row, panels):
+            for i, name in enumerate(names):
+                history = histories[name]
+                epochs = [r["epoch"] for r in history]
+                if key in history[0]:
+                    ax.plot(epochs, [r[key] for r in history], color=f"C{i}", label=name)
+                if dashed and dashed in history[0]:
+                    ax.plot(epochs, [r[dashed] for r in history], color=f"C{i}", linestyle="--", linewidth=1)
+            ax.set_title(f"{objective}: {title}", fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
     return _save(fig, path)
 
 
 def growth_schedule(arrays: dict[str, list], name: str, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    epoch = arrays["schedule_epoch"]
+    epoch = arrays["schedule_share"]
     ax.plot(epoch, arrays["schedule_alpha"], color="C0", label="fade-in alpha")
     ax.set_ylabel("alpha")
-    ax.set_xlabel("epoch")
+    ax.set_xlabel("share of the training budget")
     ax2 = ax.twinx()
     ax2.step(epoch, arrays["schedule_resolution"], where="post", color="C1", label="resolution")
     ax2.set_ylabel("resolution (pixels)", color="C1")

@@ -220,10 +220,11 @@ def sparsity(study: Study) -> str | None:
         "(unit, image) pairs where a unit is more on than off. Dead units: share of units whose mean activation is "
         f"below 0.001. Within 20 % of the target: {_names(within)}.",
         "",
-        "Both penalties reach the target mean, by different routes, which the histograms of each unit's mean "
-        "activation show: the KL penalty constrains each unit's *mean*, which the network can meet with every unit "
-        "weakly on for every image; the L1 penalty pushes activations themselves to zero and silences many units "
-        "outright.",
+        f"Mean activation within 20 % of the target: {_names(within)}; not: {_names([n for n in names if n not in within])}. "
+        "Dead units per model: " + ", ".join(f"`{n}` {study.metrics[n]['dead_units']:.0%}" for n in names) + ". "
+        "The histograms of each unit's mean activation show how: a KL penalty constrains each unit's *mean*, "
+        "which the network can meet with every unit weakly on; an L1 penalty pushes activations themselves to zero "
+        "and can silence units outright.",
         "",
         f"![unit activations](figures/{hist})",
         "",
@@ -321,31 +322,61 @@ def pretraining(study: Study) -> str | None:
     ])
 
 
+def _pm(digits: int, std_key: str) -> Callable[[dict], str]:
+    """'mean ± std' of a row (std over the sample sets), for a column whose key is the mean."""
+    def fmt(row: dict, key: str) -> str:
+        value, std = row.get(key), row.get(std_key)
+        if value is None:
+            return "–"
+        return f"{value:.{digits}f} ± {std:.{digits}f}" if std else f"{value:.{digits}f}"
+    return fmt
+
+
+def spread_table(columns: list[tuple[str, str, Any]], rows: list[dict]) -> str:
+    """Like `table`, where a column's formatter may be a `_pm` one (it reads the whole row)."""
+    out = []
+    for row in rows:
+        cells = {}
+        for _, key, f in columns:
+            cells[key] = f(row, key) if getattr(f, "__name__", "") == "fmt" else f(row.get(key))
+        out.append(cells)
+    return table([(h, k, str) for h, k, _ in columns], out)
+
+
 def generative(study: Study) -> str | None:
     names = study.having("fid")
     if not names:
         return None
     cfg = study.cfg
+    k = len(study.manifest["classes"])
     floor = {"model": "real: test split vs train split (floor)", **study.evaluator["real_vs_real"]}
-    rows = [floor] + [{"model": n, **study.metrics[n]} for n in names]
+    rows = [floor] + [{"model": n, **study.metrics[n], "kid_mean_x": study.metrics[n]["kid_mean"] * 1e3,
+                       "kid_std_x": study.metrics[n].get("kid_mean_std", 0) * 1e3} for n in names]
+    floor["kid_mean_x"] = floor["kid_mean"] * 1e3
+    sets = {study.metrics[n].get("sample_sets", 1) for n in names}
     return "\n".join([
         "## Generative quality",
         "",
-        table([("model", "model", str), ("FID ↓", "fid", _num(2)), ("KID ↓", "kid_mean", _num(2)),
-               ("KID std", "kid_std", _num(2)), ("precision ↑", "precision", _num(3)),
-               ("recall ↑", "recall", _num(3)), ("classes covered (of 10)", "classes_covered", _int),
-               ("class KL ↓", "class_kl", _num(3)), ("real images", "n_real", _int),
-               ("generated images", "n_generated", _int), ("train time (s)", "train_seconds", _num(1)),
-               ("images/s", "images_per_second", _int)], rows),
+        spread_table([("model", "model", str), ("FID ↓", "fid", _pm(1, "fid_std")),
+                      ("KID ×10³ ↓", "kid_mean_x", _pm(1, "kid_std_x")),
+                      ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
+                      (f"classes covered (of {k})", "classes_covered", _int), ("class KL ↓", "class_kl", _num(3)),
+                      ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
+                      ("images/s", "images_per_second", _int)], rows),
         "",
-        f"All measured in the evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not "
-        "Inception's: the numbers compare models within this study, not with published FIDs). FID and KID "
-        f"(torchmetrics; KID mean and std over {cfg.evaluate.kid_subsets} subsets of {cfg.evaluate.kid_subset_size}) "
-        "compare the generated images with the train split. Precision and recall: k-nearest-neighbour manifolds "
-        f"(Kynkäänniemi et al. 2019, k = {cfg.evaluate.knn_k}). A class is covered when the evaluator assigns it at "
-        f"least {cfg.evaluate.coverage_min_share:g} × 1/10 of the samples; class KL is the KL divergence of the "
-        "predicted-class histogram from uniform (0: balanced; ln 10 ≈ 2.303: a single class). The first row is the "
-        "floor: the same code comparing the real test split with the train split.",
+        f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
+        f"whatever its batch size. Mean ± standard deviation over {'/'.join(str(s) for s in sorted(sets))} disjoint "
+        f"sets of {cfg.evaluate.n_generated:,} generated images each (one training seed): the spread says how much "
+        "of a difference the sampling alone can make, not what another training seed would. All measured in the "
+        f"evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not Inception's: the "
+        "numbers compare models within this study, not with published FIDs). FID and KID (torchmetrics; KID over "
+        f"{cfg.evaluate.kid_subsets} subsets of {cfg.evaluate.kid_subset_size}) compare the generated images with "
+        "the whole train split; precision and recall (k-nearest-neighbour manifolds, Kynkäänniemi et al. 2019, "
+        f"k = {cfg.evaluate.knn_k}) with an equal number of train images, sampled with the study's seed. A class is "
+        f"covered when the evaluator assigns it at least {cfg.evaluate.coverage_min_share:g} × 1/{k} of the samples "
+        f"(all sets together); class KL is the KL divergence of the predicted-class histogram from uniform (0: "
+        f"balanced; ln {k} ≈ {np.log(k):.3f}: a single class). The first row is the floor: the same code comparing "
+        "the real test split with the train split. Train time counts optimizer steps only.",
         "",
         "Samples (the first 64 of the generated images):",
         "",
@@ -354,61 +385,102 @@ def generative(study: Study) -> str | None:
     ])
 
 
+def budget_curves(study: Study) -> str | None:
+    names = [n for n in study.having("fid") if n in study.curves]
+    if not names:
+        return None
+    path = fig.budget_curves({n: study.curves[n] for n in names}, study.figures / "budget_curves.png")
+    points = study.cfg.budget.curve_points
+    leaders = []
+    for i in range(points):
+        at = {n: study.curves[n][i] for n in names if len(study.curves[n]) > i and study.curves[n][i]["fid"] is not None}
+        if at:
+            best = min(at, key=lambda n: at[n]["fid"])
+            leaders.append((at[best]["images"], best, at[best]["fid"]))
+    changes = [leaders[0]] + [b for a, b in zip(leaders, leaders[1:]) if a[1] != b[1]]
+    told = "; ".join(f"from {img:,} images `{n}` (FID {f:.0f})" for img, n, f in changes)
+    return "\n".join([
+        "## The comparison over the budget",
+        "",
+        f"At every {100 // points if 100 % points == 0 else round(100 / points, 1)} % of the budget each generative model "
+        f"draws {study.cfg.evaluate.curve_samples} images from fixed latents and the evaluator scores them: FID "
+        "(against the whole train split), recall (against as many train images) and classes covered. Curves, not "
+        "endpoints: the figure shows which model is ahead at every budget, against images seen and against "
+        "training seconds on this machine. Sample counts differ from the final evaluation's, so the curve's last "
+        "FID is close to, not equal to, the table's.",
+        "",
+        f"![FID over the budget](figures/{path})",
+        "",
+        f"Lowest FID at each curve point, as it changes hands: {told}.",
+        "",
+    ])
+
+
 def _classes(k: int) -> str:
     return f"{k} class" if k == 1 else f"{k} classes"
 
 
-def _epoch_ranges(rows: list[dict]) -> str:
-    """Epochs 1, 2, 3, 7 -> 'epochs 1-3, 7'."""
+def _point_ranges(points: list[dict], budget: int) -> str:
+    """Curve points at 10, 20, 30, 70 % of the budget -> 'at 10–30, 70 % of the budget'."""
+    shares = [round(100 * p["images"] / budget) for p in points]
     spans: list[list[int]] = []
-    for e in (int(r["epoch"]) for r in rows):
-        if spans and e == spans[-1][1] + 1:
-            spans[-1][1] = e
+    step = round(100 * points[0]["images"] / budget) if points else 0
+    for share in shares:
+        if spans and share - spans[-1][1] <= max(step, 1) + 1 and share > spans[-1][1]:
+            spans[-1][1] = share
         else:
-            spans.append([e, e])
-    word = "epoch" if len(rows) == 1 else "epochs"
-    return f"{word} " + ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans)
+            spans.append([share, share])
+    return "at " + ", ".join(f"{a}" if a == b else f"{a}–{b}" for a, b in spans) + " % of the budget"
 
 
 def mode_collapse(study: Study) -> str | None:
-    names = [n for n in study.family("gan") if "classes_covered" in study.histories[n][-1]]
+    names = [n for n in study.having("fid") if n in study.curves]
     if not names:
         return None
-    path = fig.coverage_curves({n: study.histories[n] for n in names}, study.figures / "mode_collapse.png")
+    k = len(study.manifest["classes"])
+    budget = study.cfg.budget.images
     verdicts = []
     for n in names:
-        h = study.histories[n]
-        collapsed = [r for r in h if r["classes_covered"] <= 5]
-        missing = [r for r in h if r["classes_covered"] < 10]
-        final = h[-1]["classes_covered"]
+        c = study.curves[n]
+        collapsed = [p for p in c if p["classes_covered"] <= k // 2]
+        missing = [p for p in c if p["classes_covered"] < k]
+        final = c[-1]["classes_covered"]
         if missing:
-            worst = min(missing, key=lambda r: r["classes_covered"])
-            fewest = f"fewest {_classes(worst['classes_covered'])}, after epoch {worst['epoch']}"
-        if collapsed and final <= 5:
-            verdicts.append(f"`{n}` ends collapsed: {_classes(final)} after the last epoch; 5 or fewer after "
-                            f"{_epoch_ranges(collapsed)} ({fewest})")
+            worst = min(missing, key=lambda p: p["classes_covered"])
+            fewest = f"fewest {_classes(worst['classes_covered'])}, at {worst['images']:,} images"
+        if collapsed and final <= k // 2:
+            verdicts.append(f"`{n}` ends collapsed: {_classes(final)} at the end; {k // 2} or fewer "
+                            f"{_point_ranges(collapsed, budget)} ({fewest})")
         elif collapsed:
-            verdicts.append(f"`{n}` collapsed after {_epoch_ranges(collapsed)} ({fewest}) and recovered: "
+            verdicts.append(f"`{n}` collapsed {_point_ranges(collapsed, budget)} ({fewest}) and recovered: "
                             f"{_classes(final)} at the end")
         elif missing:
-            verdicts.append(f"`{n}` never collapsed; it missed classes after {_epoch_ranges(missing)} "
+            verdicts.append(f"`{n}` never collapsed; it missed classes {_point_ranges(missing, budget)} "
                             f"({fewest}); {_classes(final)} at the end")
         else:
-            verdicts.append(f"`{n}` covered all 10 classes after every epoch")
+            verdicts.append(f"`{n}` covered all {k} classes at every curve point")
     cfg = study.cfg.evaluate
     return "\n".join([
         "## Mode collapse",
         "",
-        f"After every epoch each GAN's EMA generator draws {cfg.coverage_samples} images from fixed latents and the "
-        "evaluator labels them: classes covered (a class counts with at least "
-        f"{cfg.coverage_min_share:g} × 1/10 of the samples) and the KL of the class histogram from uniform. A model "
-        "collapsed when it covers 5 classes or fewer.",
-        "",
-        f"![mode collapse](figures/{path})",
+        f"At each curve point the evaluator labels the {cfg.curve_samples} images each generative model draws from "
+        f"fixed latents (the *classes covered* panel above): a class counts with at least "
+        f"{cfg.coverage_min_share:g} × 1/{k} of the samples. A model collapsed when it covers {k // 2} classes or "
+        "fewer.",
         "",
         *[f"- {v}" for v in verdicts],
         "",
     ])
+
+
+def _beats(a: dict, b: dict, key: str = "fid") -> bool | None:
+    """True when a's mean is lower than b's by more than both spreads together, False when higher by as much,
+    None when the difference is within the spread."""
+    gap = b[key] - a[key]
+    spread = a.get(f"{key}_std", 0) + b.get(f"{key}_std", 0)
+    if abs(gap) <= spread:
+        return None
+    return gap > 0
 
 
 def variants(study: Study) -> str | None:
@@ -426,22 +498,25 @@ def variants(study: Study) -> str | None:
         for n in names[1:]:
             m = study.metrics[n]
             off = ", ".join(f"{k} {configs[n][k]}" for k in keys if configs[n][k] != configs[names[0]][k])
-            changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} → {m['fid']:.1f} "
-                           f"({'worse' if m['fid'] > ref['fid'] else 'better'}), classes covered "
+            verdict = {True: "better, beyond the spread", False: "worse, beyond the spread",
+                       None: "within the spread of the sample sets"}[_beats(m, ref)]
+            changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} ± {ref.get('fid_std', 0):.1f} → {m['fid']:.1f} ± "
+                           f"{m.get('fid_std', 0):.1f} ({verdict}), classes covered "
                            f"{ref['classes_covered']} → {m['classes_covered']}, train time "
                            f"{ref['train_seconds']:.0f} → {m['train_seconds']:.0f} s")
         out += [
             f"## Ablation: {', '.join(f'`{n}`' for n in names)}",
             "",
-            "The same code and training budget (epochs, images, batch size) with one config value changed:",
+            f"The same code and training budget ({study.cfg.budget.images:,} images, the same batch size) with one "
+            "config value changed (FID: mean ± std over the sample sets):",
             "",
-            table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _num(2)),
-                   ("KID ↓", "kid_mean", _num(2)), ("precision", "precision", _num(3)), ("recall", "recall", _num(3)),
+            spread_table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
+                   ("precision", "precision", _pm(3, "precision_std")), ("recall", "recall", _pm(3, "recall_std")),
                    ("classes covered", "classes_covered", _int), ("class KL", "class_kl", _num(3)),
                    ("train time (s)", "train_seconds", _num(1))], rows),
             "",
-            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". One seed and a CPU-sized budget: "
-            "differences of a few FID points are within what another seed would change.",
+            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". One training seed: a difference "
+            "beyond the sample sets' spread may still be within what another seed would change.",
             "",
         ]
     return "\n".join(out) or None
@@ -511,12 +586,56 @@ def gan_curves(study: Study) -> str | None:
     gans = study.family("gan")
     if not gans:
         return None
-    path = fig.curves_together({n: study.histories[n] for n in gans},
-                               [("train_d_loss", "", "discriminator loss"), ("train_g_loss", "", "generator loss"),
-                                ("train_d_real", "train_d_fake", "D(real) solid, D(fake) dashed")],
-                               study.figures / "curves_gans.png")
-    return "\n".join(["## GAN training curves", "", f"![GAN curves](figures/{path})", ""])
+    path = fig.losses_by_objective({n: study.histories[n] for n in gans},
+                                   {n: study.cfg.model(n).objective for n in gans}, study.figures / "curves_gans.png")
+    return "\n".join(["## GAN training curves", "",
+                      "Per epoch, one row per objective (their losses live on different scales):", "",
+                      f"![GAN curves](figures/{path})", ""])
 
 
-SECTIONS = [header, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps, pretraining,
-            generative, mode_collapse, variants, growth, gan_analyses, gan_curves]
+def findings(study: Study) -> str | None:
+    """The claims of the study, each computed from the numbers with its support stated."""
+    gen = study.having("fid")
+    if not gen:
+        return None
+    m, k = study.metrics, len(study.manifest["classes"])
+    seen = {n: m[n].get("images_seen") for n in gen}
+    budget = study.cfg.budget.images
+    same = [n for n in gen if seen[n] is not None and abs(seen[n] - budget) < max(m[n].get("steps", 1), 1) and
+            seen[n] <= budget]
+    out = ["## Findings", "",
+           "_Every sentence here is computed from the metrics files; one training seed, spread over "
+           f"{m[gen[0]].get('sample_sets', 1)} sample sets. A claim \"X beats Y\" is made only where X's mean FID is "
+           "lower than Y's by more than both spreads together._", ""]
+    if len(same) == len(gen):
+        out.append(f"- Same training budget: every generative model saw {budget:,} training images "
+                   f"({', '.join(f'`{n}` {seen[n]:,}' for n in gen)}).")
+    else:
+        off = [f"`{n}` {seen[n]}" for n in gen if n not in same]
+        out.append(f"- Budgets differ from `budget.images` = {budget:,}: {', '.join(off)}.")
+    ranked = sorted(gen, key=lambda n: m[n]["fid"])
+    out.append("- Ranking by mean FID: " + " < ".join(f"`{n}` {m[n]['fid']:.0f}" for n in ranked) + ".")
+    firm, ties = [], []
+    for a, b in zip(ranked, ranked[1:]):
+        (firm if _beats(m[a], m[b]) else ties).append((a, b))
+    if firm:
+        out.append("- Neighbours in that ranking separated beyond the spread: "
+                   + ", ".join(f"`{a}` beats `{b}`" for a, b in firm) + ".")
+    if ties:
+        out.append("- Within the spread (no claim): " + ", ".join(f"`{a}` vs `{b}`" for a, b in ties) + ".")
+    full = [n for n in gen if m[n]["classes_covered"] == k and m[n]["recall"] >= 0.5]
+    out.append(f"- All {k} classes covered with recall ≥ 0.5: {_names(full)}; not: "
+               + (", ".join(f"`{n}` ({m[n]['classes_covered']} classes, recall {m[n]['recall']:.2f})"
+                            for n in gen if n not in full) or "none") + ".")
+    curves = {n: study.curves[n] for n in gen if n in study.curves}
+    if curves:
+        fastest = min(curves, key=lambda n: m[n]["train_seconds"])
+        out.append(f"- Cheapest to train: `{fastest}` ({m[fastest]['train_seconds']:.0f} s for the budget, "
+                   f"{m[fastest]['images_per_second']:,.0f} images/s); slowest: "
+                   f"`{max(curves, key=lambda n: m[n]['train_seconds'])}` "
+                   f"({max(m[n]['train_seconds'] for n in curves):.0f} s).")
+    return "\n".join(out + [""])
+
+
+SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
+            pretraining, generative, budget_curves, mode_collapse, variants, growth, gan_analyses, gan_curves]

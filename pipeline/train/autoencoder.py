@@ -70,7 +70,7 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
 
     cfg = s.mcfg
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    loop = s.loop({"opt": opt}, epochs=cfg.epochs, batch_size=cfg.batch_size)
+    loop = s.loop({"opt": opt}, batch_size=cfg.batch_size, epochs=getattr(cfg, "epochs", None))  # VAE: the budget
 
     def step(x: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
         out = model.loss(x)

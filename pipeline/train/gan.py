@@ -3,8 +3,9 @@
 Every GAN goes through here: the model supplies generator, discriminator and latent size; its config names
 the objective (`pipeline.train.objectives`). One step = one discriminator update on a real batch and a fake
 batch, then one generator update on the same fakes, then the EMA generator moves toward the live one. Each
-epoch ends with a grid of the EMA generator's images from fixed latents and, with the evaluator at hand,
-the classes its samples cover (mode collapse, watched as it happens). Before every step the model may advance
+epoch ends with a grid of the EMA generator's images from fixed latents; at the budget's curve points the
+session scores the EMA generator (FID, recall and the classes its samples cover: mode collapse, watched as it
+happens). Before every step the model may advance
 a schedule (ProGAN's growth), and the real batch is shown as the model wants it now (`real_view`: padded,
 downsampled, faded). After the last epoch the EMA
 generator's batch-norm statistics are re-estimated under its own weights (they were copied from the live
@@ -17,7 +18,6 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from pipeline.evaluate.metrics import class_coverage
 from pipeline.models.base import GAN
 from pipeline.train.common import make_optimizer
 from pipeline.train.objectives import OBJECTIVES
@@ -57,16 +57,15 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
     betas = (cfg.beta1, cfg.beta2)
     opt_g = make_optimizer(cfg.optimizer, model.generator_param_groups(cfg.lr_g), cfg.lr_g, betas)
     opt_d = make_optimizer(cfg.optimizer, model.discriminator.parameters(), cfg.lr_d, betas)
-    loop = s.loop({"g": opt_g, "d": opt_d}, epochs=cfg.epochs, batch_size=cfg.batch_size)
+    loop = s.loop({"g": opt_g, "d": opt_d}, batch_size=cfg.batch_size)
     x_train = s.data.x_train.to(s.device) * 2 - 1  # the generator's tanh range, [-1, 1]
     y_train = s.data.y_train.to(s.device)
-    steps_per_epoch = len(x_train) // cfg.batch_size
+    total_steps = loop.total_steps(len(x_train))
     fixed_z = model.latent(s.cfg.train.grid_size, torch.Generator().manual_seed(s.cfg.seed))
-    coverage_z = model.latent(s.cfg.evaluate.coverage_samples, torch.Generator().manual_seed(s.cfg.seed + 2))
     schedule: dict[str, float] = {}
 
     def step(real: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
-        schedule.update(model.advance(loop.state.step, steps_per_epoch))  # e.g. ProGAN's resolution and alpha
+        schedule.update(model.advance(loop.state.step, total_steps))  # e.g. ProGAN's resolution and alpha
         real = model.real_view(real)
         fake = model.generator(model.latent(len(real)))
         d_loss, stats = objective.discriminator_loss(model.discriminator, real, fake.detach(), loop.state.step)
@@ -87,15 +86,11 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
         row: dict[str, float] = dict(schedule)
         with torch.no_grad():
             s.grid(model(fixed_z), "samples", epoch)
-            if s.classify is not None:  # mode collapse, watched every epoch
-                images = torch.cat([model(z) for z in coverage_z.split(500)]).clamp(0, 1)
-                cover = class_coverage(s.classify(images), s.data.num_classes, s.cfg.evaluate.coverage_min_share)
-                row.update(classes_covered=cover["classes_covered"], class_kl=cover["class_kl"])
         return row
 
     def before_finish() -> None:
         recalibrate_batchnorm(model)
         with torch.no_grad():
-            s.grid(model(fixed_z), "samples", cfg.epochs)  # the final grid, with recalibrated statistics
+            s.grid(model(fixed_z), "samples", loop.state.epoch)  # the final grid, with recalibrated statistics
 
     return s.fit(loop, x_train, y_train, step, end_epoch, fixed_z[:2], max_steps, before_finish)

@@ -8,7 +8,10 @@ This driver owns everything that must be identical whether or not the run was in
   batches already done;
 - a checkpoint (written atomically every `checkpoint_every` steps and at each epoch end) holds every module
   and optimizer state, the torch RNG state, the epoch's running sums and the history so far;
-- a checkpoint is resumed only when its fingerprint (model, config, seed, data checksum) matches this run.
+- a checkpoint is resumed only when its fingerprint (model, config, seed, data checksum, code) matches this run;
+- training lasts `epochs` epochs, or `images` images (the budget every generative model shares; the last epoch
+  is then cut short), and at `points` evenly spaced steps of it `on_point` measures the model (a curve point:
+  FID and recall against the images seen), recorded in the checkpointed state like the history.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pipeline.io import atomic_path
 
 StepFn = Callable[[Tensor, Tensor], dict[str, float]]
 EndEpochFn = Callable[[int], dict[str, float]]
+PointFn = Callable[[], dict[str, float]]
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Progress:
     images: int = 0  # training images seen
     seconds: float = 0.0  # time spent in training steps (excludes end-of-epoch evaluation)
     run_id: str | None = None  # the tracking run, continued on resume
+    curve: list[dict[str, Any]] = field(default_factory=list)  # curve points measured so far
 
 
 class Loop:
@@ -49,7 +54,8 @@ class Loop:
         modules: dict[str, nn.Module | Any],  # anything with state_dict() / load_state_dict()
         optimizers: dict[str, torch.optim.Optimizer],
         *,
-        epochs: int,
+        epochs: int | None = None,
+        images: int | None = None,
         batch_size: int,
         seed: int,
         checkpoint: Path,
@@ -58,7 +64,9 @@ class Loop:
         desc: str,
     ):
         self.modules, self.optimizers = modules, optimizers
-        self.epochs, self.batch_size, self.seed = epochs, batch_size, seed
+        if (epochs is None) == (images is None):
+            raise ValueError("a loop lasts either `epochs` or `images`")
+        self.epochs, self.images, self.batch_size, self.seed = epochs, images, batch_size, seed
         self.checkpoint, self.checkpoint_every = Path(checkpoint), checkpoint_every
         self.fingerprint, self.desc = fingerprint, desc
         self.state = Progress()
@@ -108,6 +116,22 @@ class Loop:
         self.checkpoint.unlink(missing_ok=True)
 
     # -- the loop ------------------------------------------------------------------------------------------
+    def total_steps(self, n: int) -> int:
+        """Optimizer steps in all for `n` training images (the last partial batch of an epoch is dropped)."""
+        per_epoch = n // self.batch_size  # batch norm needs > 1 image: no partial batch
+        if per_epoch == 0:
+            raise StudyError(f"{self.desc}: batch_size {self.batch_size} is larger than the {n} training images")
+        if self.epochs is not None:
+            return self.epochs * per_epoch
+        if self.images < self.batch_size:
+            raise StudyError(f"{self.desc}: budget.images ({self.images}) is smaller than one batch ({self.batch_size})")
+        return self.images // self.batch_size
+
+    def point_steps(self, n: int, points: int) -> list[int]:
+        """The steps after which a curve point is measured: `points` evenly spaced, the last one at the end."""
+        total = self.total_steps(n)
+        return sorted({max(1, round(total * k / points)) for k in range(1, points + 1)})
+
     def run(
         self,
         x: Tensor,
@@ -117,19 +141,21 @@ class Loop:
         on_epoch: Callable[[dict[str, float]], None] = lambda row: None,
         max_steps: int | None = None,
         on_epoch_start: Callable[[int], None] = lambda epoch: None,
+        on_point: PointFn | None = None,
+        points: int = 10,
+        on_curve: Callable[[dict[str, Any]], None] = lambda point: None,
     ) -> bool:
-        """Train to the last epoch; returns False when stopped early by `max_steps` (checkpoint kept)."""
+        """Train to the end of the budget; returns False when stopped early by `max_steps` (checkpoint kept)."""
         n, bs, s = len(x), self.batch_size, self.state
-        per_epoch = n // bs  # the last partial batch is dropped (batch norm needs > 1 image)
-        if per_epoch == 0:
-            raise StudyError(f"{self.desc}: batch_size {bs} is larger than the {n} training images")
-        bar = tqdm(total=self.epochs * per_epoch, initial=s.step, desc=self.desc, unit="step",
-                   disable=None, leave=False, mininterval=1.0)
+        per_epoch, total = n // bs, self.total_steps(n)
+        at = set(self.point_steps(n, points)) if on_point is not None else set()
+        epochs = -(-total // per_epoch)
+        bar = tqdm(total=total, initial=s.step, desc=self.desc, unit="step", disable=None, leave=False, mininterval=1.0)
         try:
-            for epoch in range(s.epoch, self.epochs):
+            for epoch in range(s.epoch, epochs):
                 order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
                 on_epoch_start(epoch + 1)  # also when resuming mid-epoch: schedules depend on the epoch only
-                for b in range(s.batch, per_epoch):
+                for b in range(s.batch, min(per_epoch, total - epoch * per_epoch)):
                     idx = order[b * bs:(b + 1) * bs].to(x.device)
                     t0 = time.perf_counter()
                     metrics = step(x[idx], y[idx])
@@ -139,6 +165,10 @@ class Loop:
                         s.counts[k] = s.counts.get(k, 0) + 1
                     s.batch, s.step, s.images = b + 1, s.step + 1, s.images + bs
                     bar.update(1)
+                    if s.step in at:
+                        point = {"step": s.step, "images": s.images, "seconds": round(s.seconds, 3), **on_point()}
+                        s.curve.append(point)
+                        on_curve(point)
                     if s.step % self.checkpoint_every == 0:
                         self.save()
                     if max_steps is not None and s.step >= max_steps:
@@ -154,7 +184,7 @@ class Loop:
                 on_epoch(row)
                 shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in row.items() if k != "epoch")
-                tqdm.write(f"{self.desc} epoch {epoch + 1}/{self.epochs}  {shown}", file=sys.stderr)
+                tqdm.write(f"{self.desc} epoch {epoch + 1}/{epochs}  {shown}", file=sys.stderr)
                 self.save()
         finally:
             bar.close()

@@ -1,8 +1,12 @@
 """One training run of one model: set-up and wrap-up that both family loops share.
 
 The family loops (`autoencoder.py`, `gan.py`) differ only in what a step and an epoch end do; everything
-else (seeding, device, the tracking run, grids, the final model file, history and timing, discarding the
-checkpoint) happens here, once.
+else (seeding, device, the budget, the curve points, the tracking run, grids, the final model file, history,
+curve and timing, discarding the checkpoint) happens here, once.
+
+A generative model (the VAE, every GAN) trains for the study's `budget.images` and, given a judge (the
+evaluator's metrics), is measured at `budget.curve_points` evenly spaced points of it: `curve.json` holds FID,
+precision, recall and coverage against images seen and training seconds.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.code import code_hash, command_files
 from pipeline.config import StudyConfig, config_dump
 from pipeline.data import Dataset
 from pipeline.io import write_json
 from pipeline.models import TRAIN_STAGE, build, spec
+from pipeline.models.base import Generative
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
 from pipeline.train.loop import Loop
@@ -37,9 +43,9 @@ class TrainPaths:
 
 class Session:
     def __init__(self, name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
-                 root: Path = Path("."), classify=None):
+                 root: Path = Path("."), judge=None):
         self.name, self.cfg, self.data, self.paths = name, cfg, data, paths
-        self.classify = classify  # images in [0, 1] -> the evaluator's classes, when a loop wants to watch them
+        self.judge = judge  # pipeline.evaluate.metrics.Judge: scores a generative model at each curve point
         self.tracker = tracker or NullTracker()
         self.root = root
         self.spec = spec(name)
@@ -52,12 +58,19 @@ class Session:
             "model": name, "family": self.spec.family, "seed": cfg.seed, "device": str(self.device),
             "config": config_dump(self.mcfg), "data": config_dump(cfg.data), "train": config_dump(cfg.train),
         }
-        self.fingerprint = fingerprint(name, config_dump(self.mcfg), cfg.seed, data.manifest["sha256"])
+        self.generative = isinstance(self.model, Generative)
+        if self.generative:
+            self.params["budget"] = config_dump(cfg.budget)
+        budget = [config_dump(cfg.budget), config_dump(cfg.evaluate), config_dump(cfg.evaluator)] if self.generative else []
+        code = code_hash(command_files(TRAIN_STAGE[self.spec.family]))  # a checkpoint of other code is not resumed
+        self.fingerprint = fingerprint(name, config_dump(self.mcfg), cfg.seed, data.manifest["sha256"], budget, code)
 
-    def loop(self, optimizers: dict[str, torch.optim.Optimizer], epochs: int, batch_size: int) -> Loop:
-        loop = Loop({"model": self.model}, optimizers, epochs=epochs, batch_size=batch_size, seed=self.cfg.seed,
-                    checkpoint=self.paths.checkpoint, checkpoint_every=self.cfg.train.checkpoint_every,
-                    fingerprint=self.fingerprint, desc=self.name)
+    def loop(self, optimizers: dict[str, torch.optim.Optimizer], batch_size: int, epochs: int | None = None) -> Loop:
+        """The driver: `epochs` for an autoencoder that has them, the study's budget for a generative model."""
+        images = self.cfg.budget.images if self.generative else None
+        loop = Loop({"model": self.model}, optimizers, epochs=None if images else epochs, images=images,
+                    batch_size=batch_size, seed=self.cfg.seed, checkpoint=self.paths.checkpoint,
+                    checkpoint_every=self.cfg.train.checkpoint_every, fingerprint=self.fingerprint, desc=self.name)
         if not loop.restore():
             self.fresh_run_dir()
         return loop
@@ -83,21 +96,31 @@ class Session:
         """Run the family's step/end_epoch through the loop inside the tracking run, then finish.
 
         `summary(history)` gives what the model file keeps of the history besides the epoch count."""
+        judge = self.judge if self.generative else None
         with self.run(loop.state.run_id) as run_id:
             loop.state.run_id = run_id
             self.model.train()
             if not loop.run(x, y, step, end_epoch, lambda row: self.tracker.log_metrics(row, row["epoch"]),
-                            max_steps, on_epoch_start):
+                            max_steps, on_epoch_start, on_point=judge and (lambda: judge.score(self.model)),
+                            points=self.cfg.budget.curve_points, on_curve=self.log_point):
                 return False
             before_finish()
             self.model.eval()
-            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history))
+            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history), loop.state.curve)
         loop.discard()
         return True
 
-    def finish(self, history: list[dict], timing: dict, example: Tensor, extra: dict | None = None) -> None:
-        """Write history, timing and (last) the model file; log the model; the run is then complete."""
+    def log_point(self, point: dict) -> None:
+        """A curve point in MLflow, at step = images seen: curve_fid, curve_recall, ..."""
+        values = {f"curve_{k}": v for k, v in point.items() if k not in ("step", "images") and v is not None}
+        self.tracker.log_metrics(values, step=point["images"])
+
+    def finish(self, history: list[dict], timing: dict, example: Tensor, extra: dict | None = None,
+               curve: list[dict] | None = None) -> None:
+        """Write history, curve, timing and (last) the model file; log the model; the run is then complete."""
         write_json(self.paths.run_dir / "history.json", history)
+        if curve:
+            write_json(self.paths.run_dir / "curve.json", curve)
         write_json(self.paths.run_dir / "timing.json", timing)
         self.tracker.log_metrics({"train_seconds": timing["train_seconds"],
                                   "images_per_second": timing["images_per_second"]})
@@ -106,14 +129,12 @@ class Session:
         self.tracker.log_model(self.model, example)
 
 
-def train_model(name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
-                root: Path = Path("."), max_steps: int | None = None, classify=None) -> bool:
-    """Train one model with its family's loop; False when stopped early by `max_steps`.
+def run_session(family_loop, name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
+                root: Path = Path("."), max_steps: int | None = None, judge=None) -> bool:
+    """Train one model with `family_loop` (its family's loop function); False when stopped early by `max_steps`.
 
-    `classify` (images in [0, 1] -> classes, from the evaluator) lets the GAN loop record class coverage."""
-    from pipeline.train.autoencoder import train_autoencoder
-    from pipeline.train.gan import train_gan
-
-    loops = {"autoencoder": train_autoencoder, "gan": train_gan}
-    session = Session(name, cfg, data, paths, tracker, root, classify)
-    return loops[session.spec.family](session, max_steps=max_steps)
+    The caller imports the family's loop itself (pipeline.train.autoencoder or .gan), so that a training stage
+    imports only its own family's loop. `judge` (pipeline.evaluate.metrics.Judge) measures a generative model's
+    curve."""
+    session = Session(name, cfg, data, paths, tracker, root, judge)
+    return family_loop(session, max_steps=max_steps)

@@ -1,0 +1,84 @@
+"""Evaluation of one trained model, by what it can do (not by its name).
+
+An autoencoder gets reconstruction metrics and a reconstruction grid; a generative model (the VAE, every GAN)
+gets FID, KID, precision/recall and class coverage against the train split, as mean and spread over disjoint
+sample sets, plus a sample grid. The
+real-vs-real floor (test split against train split, the same code) comes with the evaluator.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from pipeline.config import StudyConfig
+from pipeline.data import Dataset, showcase
+from pipeline.evaluate.evaluator import EvaluatorNet
+from pipeline.evaluate.metrics import autoencoder_metrics, classifier, draw, generative_metrics_sets, tsne_map
+from pipeline.evaluate.pretraining import few_label_accuracy
+from pipeline.io import atomic_dir, write_json
+from pipeline.models import EVAL_STAGE, build, spec
+from pipeline.models.base import GAN, Autoencoder, Generative
+from pipeline.tracking import NullTracker, run_tags
+from pipeline.train.common import (batched, count_params, grid, interleave_rows, load_model, resolve_device, save_grid,
+                                   seed_everything)
+
+
+def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path, net: EvaluatorNet,
+                   metrics_path: Path, out_dir: Path, tracker=None, root: Path = Path(".")) -> dict:
+    tracker = tracker or NullTracker()
+    device = resolve_device(cfg.device)
+    model, payload = load_model(model_path, device)
+    model.eval()
+    seed_everything(cfg.seed)  # a fresh process starts from a random global RNG state; analyses may draw from it
+    net = net.to(device)
+    x_train, x_test = data.x_train.to(device), data.x_test.to(device)
+    y_train, y_test = data.y_train.to(device), data.y_test.to(device)
+    grids: dict[str, torch.Tensor] = {}
+    arrays: dict[str, list] = {}
+    metrics: dict = {"model": name, "family": payload["family"], "parameters": count_params(model)}
+    if isinstance(model, Autoencoder):
+        metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
+        for phase, mse in payload["extra"].get("phase_test_mse", {}).items():
+            metrics[f"test_mse_after_{phase}"] = mse
+        by_class = x_test[showcase(data.y_test, len(data.y_test)).to(device)]  # classes in turn, for pictures
+        shown = by_class[: cfg.train.grid_size // 2]
+        grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
+        own = model.analyze(x_train, by_class, cfg.seed)
+        metrics.update(own.metrics)
+        grids.update(own.grids)
+        arrays.update(own.arrays)
+        model_cfg = spec(name).config.model_validate(payload["config"])
+        if cfg.evaluate.few_labels:
+            seed_everything(cfg.seed)
+            fresh = build(name, model_cfg, data.shape).to(device)  # the from-scratch baseline
+            metrics.update(few_label_accuracy(model, fresh, x_train, y_train, x_test, y_test, data.num_classes,
+                                              cfg.evaluate, cfg.seed))
+        if model_cfg.codings_map == "tsne":
+            arrays.update(tsne_map(batched(model.encode, x_test), data.y_test, cfg.seed))
+    if isinstance(model, Generative):
+        if isinstance(model, GAN):
+            metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
+            metrics["discriminator_parameters"] = count_params(model.discriminator)
+        if isinstance(model, GAN):
+            own = model.analyze(classifier(net), cfg.seed)
+            metrics.update(own.metrics)
+            grids.update(own.grids)
+            arrays.update(own.arrays)
+        fake = draw(model, cfg.evaluate.n_generated * cfg.evaluate.sample_sets, cfg.seed + 1)  # disjoint sets
+        metrics.update(generative_metrics_sets(net, x_train, fake, cfg.evaluate, cfg.seed, data.num_classes))
+        grids["samples"] = fake[: cfg.train.grid_size]
+    stage = f"{EVAL_STAGE[spec(name).family]}@{name}"
+    with tracker.run(stage, tags=run_tags(root, stage, name), params={"model": name, "evaluate": cfg.evaluate.model_dump()}):
+        with atomic_dir(out_dir) as tmp:
+            for key, images in grids.items():
+                image = grid(images)
+                save_grid(image, tmp / f"{key}.png")
+                tracker.log_image(image, key=key)
+            if arrays:
+                write_json(tmp / "arrays.json", arrays)
+        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        write_json(metrics_path, metrics)
+        tracker.log_artifact(metrics_path)
+    return metrics
