@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, create_model, model_validator
@@ -101,7 +101,8 @@ GANsBlock = _family_block("gan")
 
 
 class StudyConfig(Strict):
-    seed: int = Field(42, ge=0, lt=2**31)
+    seed: int = Field(42, ge=0, lt=2**31)  # the data split, the evaluator
+    seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=lambda: [42], min_length=1)  # training
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -111,6 +112,20 @@ class StudyConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
     autoencoders: AutoencodersBlock = AutoencodersBlock()  # type: ignore[valid-type]
     gans: GANsBlock = GANsBlock()  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _seeds_unique(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: each seed once (got {self.seeds})")
+        return self
+
+    def with_seed(self, seed: int | None) -> "StudyConfig":
+        """This config for one training run: `seed` (one of `seeds`; None: the first) seeds the model's training,
+        sampling and evaluation; the data split and the evaluator keep the study's `seed`."""
+        seed = self.seeds[0] if seed is None else seed
+        if seed not in self.seeds:
+            raise StudyError(f"seed {seed} is not in params.yaml's seeds {self.seeds}")
+        return self.model_copy(update={"seed": seed})
 
     def models(self) -> dict[str, ModelConfig]:
         """Every model the study trains, autoencoders first, in registry order."""

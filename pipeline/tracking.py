@@ -30,7 +30,7 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def run_tags(root: Path, stage: str, model: str | None = None) -> dict[str, str]:
+def run_tags(root: Path, stage: str, model: str | None = None, seed: int | None = None) -> dict[str, str]:
     """Git commit, DVC stage and DVC experiment name (when DVC runs an experiment)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -42,6 +42,8 @@ def run_tags(root: Path, stage: str, model: str | None = None) -> dict[str, str]
         tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
     if model:
         tags["model"] = model
+    if seed is not None:
+        tags["seed"] = str(seed)
     return tags
 
 

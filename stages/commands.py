@@ -53,9 +53,12 @@ def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
                f"real-vs-real FID {metrics['real_vs_real']['fid']:.3f}")
 
 
-def _train(name: str, family: str, family_loop, params: Path, tracking: Tracking) -> None:
+SEED = typer.Option(None, "--seed", help="One of params.yaml's seeds (default: the first).")
+
+
+def _train(name: str, family: str, family_loop, seed: int | None, params: Path, tracking: Tracking) -> None:
     from pipeline.data import load
-    from pipeline.models import TRAIN_STAGE, spec
+    from pipeline.models import TRAIN_STAGE, run_name, spec
     from pipeline.models.base import Generative
     from pipeline.train.session import TrainPaths, run_session
 
@@ -64,6 +67,7 @@ def _train(name: str, family: str, family_loop, params: Path, tracking: Tracking
         other = TRAIN_STAGE[spec(name).family].replace("_", "-")
         raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
     cfg.model(name)  # listed in params.yaml?
+    cfg = cfg.with_seed(seed)
     data = load(DATA)
     judge = None
     if issubclass(spec(name).build, Generative):  # its curve is measured in the evaluator's feature space
@@ -73,44 +77,48 @@ def _train(name: str, family: str, family_loop, params: Path, tracking: Tracking
 
         device = resolve_device(cfg.device)
         judge = judge_for(load_evaluator(Path("models/evaluator.pt")), data, cfg.evaluate, cfg.seed, device)
-    run_session(family_loop, name, cfg, data, TrainPaths.for_model(name), tracker_for(cfg, tracking), study_root(),
+    run = run_name(name, cfg.seed)
+    run_session(family_loop, name, cfg, data, TrainPaths.for_model(run), tracker_for(cfg, tracking), study_root(),
                 judge=judge)
-    typer.echo(f"trained {name} -> models/{name}.pt")
+    typer.echo(f"trained {name} (seed {cfg.seed}) -> models/{run}.pt")
 
 
 @command
-def train_ae(name: str = typer.Argument(..., help="An autoencoder listed in params.yaml."),
+def train_ae(name: str = typer.Argument(..., help="An autoencoder listed in params.yaml."), seed: int = SEED,
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
-    """Train one autoencoder with the autoencoder loop (resumes from checkpoints/<name>.ckpt)."""
+    """Train one autoencoder with the autoencoder loop (resumes from checkpoints/<name>-<seed>.ckpt)."""
     from pipeline.train.autoencoder import train_autoencoder
 
-    _train(name, "autoencoder", train_autoencoder, params, tracking)
+    _train(name, "autoencoder", train_autoencoder, seed, params, tracking)
 
 
 @command
-def train_gan(name: str = typer.Argument(..., help="A GAN listed in params.yaml."),
+def train_gan(name: str = typer.Argument(..., help="A GAN listed in params.yaml."), seed: int = SEED,
               params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
-    """Train one GAN with the GAN loop (resumes from checkpoints/<name>.ckpt)."""
+    """Train one GAN with the GAN loop (resumes from checkpoints/<name>-<seed>.ckpt)."""
     from pipeline.train.gan import train_gan as gan_loop
 
-    _train(name, "gan", gan_loop, params, tracking)
+    _train(name, "gan", gan_loop, seed, params, tracking)
 
 
 @command
-def evaluate(name: str = typer.Argument(..., help="A trained model listed in params.yaml."),
+def evaluate(name: str = typer.Argument(..., help="A trained model listed in params.yaml."), seed: int = SEED,
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
-    """Evaluate one trained model: write metrics/<name>.json and its grids under runs/<name>/eval."""
+    """Evaluate one trained model: write metrics/<name>-<seed>.json and its grids under runs/<name>-<seed>/eval."""
     from pipeline.data import load
     from pipeline.evaluate.evaluator import load_evaluator
     from pipeline.evaluate.run import evaluate_model
+    from pipeline.models import run_name
 
     cfg = _config(params)
     cfg.model(name)
-    metrics = evaluate_model(name, cfg, load(DATA), Path(f"models/{name}.pt"), load_evaluator(Path("models/evaluator.pt")),
-                             Path(f"metrics/{name}.json"), Path(f"runs/{name}/eval"), tracker_for(cfg, tracking),
+    cfg = cfg.with_seed(seed)
+    run = run_name(name, cfg.seed)
+    metrics = evaluate_model(name, cfg, load(DATA), Path(f"models/{run}.pt"), load_evaluator(Path("models/evaluator.pt")),
+                             Path(f"metrics/{run}.json"), Path(f"runs/{run}/eval"), tracker_for(cfg, tracking),
                              study_root())
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
-    typer.echo(f"{name}: {shown}")
+    typer.echo(f"{run}: {shown}")
 
 
 @command

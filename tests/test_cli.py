@@ -64,6 +64,10 @@ def workdir(tmp_path, monkeypatch, tiny_raw):
         (lambda r: None, ["train-ae"], "Missing argument 'name'"),
         (lambda r: None, ["fit"], "No such command 'fit'"),
         (lambda r: None, ["train-ae", "stacked"], "no prepared dataset here (run the 'prepare' stage first)"),
+        (lambda r: None, ["train-gan", "dcgan", "--seed", "7"], "seed 7 is not in params.yaml's seeds [42]"),
+        (lambda r: r.update(seeds=[42, 42]), ["prepare"], "seeds: each seed once"),
+        (lambda r: r.update(seeds=[]), ["prepare"], "seeds: List should have at least 1 item"),
+        (lambda r: r["budget"].update(images=0), ["prepare"], "budget.images: Input should be greater than or equal to 1"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(workdir, tiny_raw, invoke, edit, args, expected):
@@ -99,11 +103,11 @@ def test_stages_are_deterministic_and_tracked_in_mlflow(tmp_path, monkeypatch, t
         outputs[name] = {p.relative_to(tmp_path / name): p.read_bytes()
                          for p in sorted((tmp_path / name).glob("*/*.*")) if p.suffix in (".json", ".pt")}
     assert outputs["a"].keys() == outputs["b"].keys()
-    assert {str(p) for p in outputs["a"]} >= {"metrics/vae.json", "metrics/dcgan.json", "metrics/evaluator.json",
-                                              "models/vae.pt", "models/dcgan.pt"}
+    assert {str(p) for p in outputs["a"]} >= {"metrics/vae-42.json", "metrics/dcgan-42.json", "metrics/evaluator.json",
+                                              "models/vae-42.pt", "models/dcgan-42.pt"}
     assert outputs["a"] == outputs["b"]
 
-    vae = json.loads(outputs["a"][Path("metrics/vae.json")])
+    vae = json.loads(outputs["a"][Path("metrics/vae-42.json")])
     assert vae["n_generated"] == 100 and 0 <= vae["precision"] <= 1 and vae["test_mse"] < 0.2
 
     import mlflow
@@ -111,21 +115,25 @@ def test_stages_are_deterministic_and_tracked_in_mlflow(tmp_path, monkeypatch, t
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
     by_stage = {r.data.tags["dvc.stage"]: r for r in runs}
-    assert set(by_stage) == {"prepare", "evaluator", "train_ae@vae", "train_gan@dcgan", "evaluate@vae", "evaluate@dcgan"}
-    train = by_stage["train_ae@vae"]
+    assert set(by_stage) == {"prepare", "evaluator", "train_ae@vae-42", "train_gan@dcgan-42", "evaluate_ae@vae-42",
+                             "evaluate_gan@dcgan-42"}
+    train = by_stage["train_ae@vae-42"]
     assert train.info.status == "FINISHED" and train.data.tags["git.commit"] and train.data.tags["model"] == "vae"
     assert train.data.params["config.code_size"] == "10" and train.data.params["seed"] == "42"
     client = mlflow.MlflowClient()
     kl = client.get_metric_history(train.info.run_id, "train_kl")
-    assert [m.step for m in kl] == [1, 2]  # per-epoch terms of the ELBO, logged separately
-    assert by_stage["evaluate@dcgan"].data.metrics["fid"] == json.loads(outputs["a"][Path("metrics/dcgan.json")])["fid"]
+    assert [m.step for m in kl] == [1, 2, 3]  # per-epoch terms of the ELBO (800 images at batch 32: 3 epochs)
+    fid = client.get_metric_history(train.info.run_id, "curve_fid")  # the curve, at step = images seen
+    assert [m.step for m in fid] == [384, 800]
+    assert train.data.tags["seed"] == "42"
+    assert by_stage["evaluate_gan@dcgan-42"].data.metrics["fid"] == json.loads(outputs["a"][Path("metrics/dcgan-42.json")])["fid"]
     assert (tmp_path / "a" / "mlartifacts").is_dir()  # artifacts anchored beside the database
 
 
 def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
     """SIGKILL a real training process after a checkpoint, start it again: same model bytes as a clean run."""
     raw = copy.deepcopy(tiny_raw)
-    raw["gans"]["dcgan"]["epochs"] = 12
+    raw["budget"]["images"] = 12 * 400  # 12 epochs of the tiny data
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("DVC_ROOT", None)
     cmd = [sys.executable, "-m", "stages", "train-gan", "dcgan", "--tracking", "none"]
@@ -134,7 +142,7 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
         write_params(tmp_path / name / "params.yaml", raw)
         subprocess.run([sys.executable, "-m", "stages", "prepare", "--tracking", "none"], cwd=tmp_path / name, env=env, check=True,
                        capture_output=True)
-    # the GAN loop watches class coverage with the evaluator: train it once, give both the same one
+    # the GAN loop measures its curve with the evaluator: train it once, give both the same one
     subprocess.run([sys.executable, "-m", "stages", "evaluator", "--tracking", "none"], cwd=tmp_path / "clean", env=env,
                    check=True, capture_output=True)
     (tmp_path / "killed" / "models").mkdir()
@@ -143,18 +151,18 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
 
     killed = tmp_path / "killed"
     proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = killed / "checkpoints" / "dcgan.ckpt"
+    ckpt = killed / "checkpoints" / "dcgan-42.ckpt"
     deadline = time.time() + 120
     while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
-    assert not (killed / "models" / "dcgan.pt").exists()
+    assert not (killed / "models" / "dcgan-42.pt").exists()
     again = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert "resuming dcgan" in again.stderr
-    assert (killed / "models" / "dcgan.pt").read_bytes() == (tmp_path / "clean" / "models" / "dcgan.pt").read_bytes()
+    assert (killed / "models" / "dcgan-42.pt").read_bytes() == (tmp_path / "clean" / "models" / "dcgan-42.pt").read_bytes()
     assert not ckpt.exists()
 
 
@@ -168,7 +176,7 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
                  ["train-gan", "dcgan", "--tracking", "none"], ["evaluate", "pca", "--tracking", "none"]):
         assert invoke(*args).exit_code == 0
     # the GAN was trained but not evaluated: the report names what is missing
-    assert_one_line_error(invoke("report", "--tracking", "none"), "metrics/dcgan.json: missing")
+    assert_one_line_error(invoke("report", "--tracking", "none"), "metrics/dcgan-42.json: missing")
     assert not (tmp_path / "reports").exists()
     assert invoke("evaluate", "dcgan", "--tracking", "none").exit_code == 0
     assert invoke("report", "--tracking", "none").exit_code == 0
@@ -178,4 +186,5 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
     assert first == second
     text = first["README.md"].decode()
     assert "| pca |" in text and "| dcgan |" in text and "real: test split vs train split" in text
-    assert {"curves_gans.png", "pca_reconstructions.png", "dcgan_samples.png"} <= set(first)
+    assert {"curves_gans.png", "pca_reconstructions.png", "dcgan_samples.png", "budget_curves.png"} <= set(first)
+    assert "## Findings" in text and "Same training budget: every generative model saw 800 training images" in text

@@ -21,15 +21,15 @@ def test_every_registered_model_is_in_the_study_under_its_family(params_raw):
     assert all(PARAMS_BLOCK[MODELS[name].family] == block for name, block in listed.items())
 
 
-def test_training_and_evaluation_stages_iterate_over_the_params_blocks():
-    """Adding a model to params.yaml gives it its stages: no dvc.yaml edit."""
+def test_training_and_evaluation_stages_iterate_over_the_params_blocks_and_seeds():
+    """Adding a model or a seed to params.yaml gives it its stages: no dvc.yaml edit."""
     stages = _dvc_yaml()["stages"]
     assert set(TRAIN_STAGE) == set(PARAMS_BLOCK) == set(EVAL_STAGE)
     for family, block in PARAMS_BLOCK.items():
         train, evaluate = stages[TRAIN_STAGE[family]], stages[EVAL_STAGE[family]]
-        assert train["foreach"] == evaluate["foreach"] == "${" + block + "}"
-        assert train["do"]["cmd"] == f"python -m stages {TRAIN_STAGE[family].replace('_', '-')} ${{key}}"
-        assert evaluate["do"]["cmd"] == "python -m stages evaluate ${key}"
+        assert train["matrix"] == evaluate["matrix"] == {"model": "${" + block + "}", "seed": "${seeds}"}
+        assert train["cmd"] == f"python -m stages {TRAIN_STAGE[family].replace('_', '-')} ${{item.model}} --seed ${{item.seed}}"
+        assert evaluate["cmd"] == "python -m stages evaluate ${item.model} --seed ${item.seed}"
 
 
 def test_dvc_resolves_the_stage_names_people_rely_on(params_raw):
@@ -39,15 +39,16 @@ def test_dvc_resolves_the_stage_names_people_rely_on(params_raw):
         names = {stage.addressing for stage in repo.index.stages}
     expected = {"prepare", "evaluator", "report"}
     for family, block in PARAMS_BLOCK.items():
-        expected |= {f"{TRAIN_STAGE[family]}@{m}" for m in params_raw[block]}
-        expected |= {f"{EVAL_STAGE[family]}@{m}" for m in params_raw[block]}
+        for seed in params_raw["seeds"]:
+            expected |= {f"{TRAIN_STAGE[family]}@{m}-{seed}" for m in params_raw[block]}
+            expected |= {f"{EVAL_STAGE[family]}@{m}-{seed}" for m in params_raw[block]}
     assert names == expected
 
 
 def _code_deps(stage: dict) -> set[str]:
     """The project source files among a stage's deps (a folder stands for every .py file in it)."""
     out: set[str] = set()
-    for dep in stage.get("deps") or stage["do"]["deps"]:
+    for dep in stage["deps"]:
         path = ROOT / dep
         if path.is_dir() and dep.split("/")[0] in PACKAGES:
             out |= {f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")}
@@ -60,7 +61,7 @@ def test_every_stage_depends_on_exactly_the_code_it_imports():
     """A file a stage imports but does not list would leave its results stale after an edit; a file it lists
     but does not import would rerun it for nothing. The imports are read from the code (pipeline.code)."""
     for name, stage in _dvc_yaml()["stages"].items():
-        command = (stage.get("cmd") or stage["do"]["cmd"]).split()[3].replace("-", "_")
+        command = stage["cmd"].split()[3].replace("-", "_")
         imported, declared = set(command_files(command)), _code_deps(stage)
         assert declared == imported, (
             f"dvc.yaml stage '{name}': missing {sorted(imported - declared)}, not imported {sorted(declared - imported)}")
@@ -81,7 +82,7 @@ def test_stage_commands_exist_in_the_typer_app():
 
     commands = set(typer.main.get_command(app).commands)
     for stage in _dvc_yaml()["stages"].values():
-        cmd = stage.get("cmd") or stage["do"]["cmd"]
+        cmd = stage["cmd"]
         assert cmd.startswith("python -m stages ")
         assert cmd.split()[3] in commands
 

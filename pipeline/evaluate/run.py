@@ -18,7 +18,7 @@ from pipeline.evaluate.evaluator import EvaluatorNet
 from pipeline.evaluate.metrics import autoencoder_metrics, classifier, draw, generative_metrics_sets, tsne_map
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
-from pipeline.models import EVAL_STAGE, build, spec
+from pipeline.models import EVAL_STAGE, build, run_name, spec
 from pipeline.models.base import GAN, Autoencoder, Generative
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train.common import (batched, count_params, grid, interleave_rows, load_model, resolve_device, save_grid,
@@ -37,7 +37,7 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
     y_train, y_test = data.y_train.to(device), data.y_test.to(device)
     grids: dict[str, torch.Tensor] = {}
     arrays: dict[str, list] = {}
-    metrics: dict = {"model": name, "family": payload["family"], "parameters": count_params(model)}
+    metrics: dict = {"model": name, "seed": cfg.seed, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
         metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
         for phase, mse in payload["extra"].get("phase_test_mse", {}).items():
@@ -69,8 +69,9 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
         fake = draw(model, cfg.evaluate.n_generated * cfg.evaluate.sample_sets, cfg.seed + 1)  # disjoint sets
         metrics.update(generative_metrics_sets(net, x_train, fake, cfg.evaluate, cfg.seed, data.num_classes))
         grids["samples"] = fake[: cfg.train.grid_size]
-    stage = f"{EVAL_STAGE[spec(name).family]}@{name}"
-    with tracker.run(stage, tags=run_tags(root, stage, name), params={"model": name, "evaluate": cfg.evaluate.model_dump()}):
+    stage = f"{EVAL_STAGE[spec(name).family]}@{run_name(name, cfg.seed)}"
+    with tracker.run(stage, tags=run_tags(root, stage, name, cfg.seed),
+                     params={"model": name, "seed": cfg.seed, "evaluate": cfg.evaluate.model_dump()}):
         with atomic_dir(out_dir) as tmp:
             for key, images in grids.items():
                 image = grid(images)

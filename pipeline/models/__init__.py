@@ -68,6 +68,11 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+def run_name(name: str, seed: int) -> str:
+    """One training run of a model: its stages, files and MLflow runs are named `<model>-<seed>` (dcgan-42)."""
+    return f"{name}-{seed}"
+
+
 def spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise StudyError(f"unknown model '{name}'; registered models: {', '.join(MODELS)}")

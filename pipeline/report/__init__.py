@@ -12,10 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline import StudyError
 from pipeline.config import StudyConfig
 from pipeline.io import atomic_dir, read_json
-from pipeline.models import MODELS
+from pipeline.models import MODELS, run_name
 
 
 @dataclass
@@ -23,12 +25,21 @@ class Study:
     cfg: StudyConfig
     manifest: dict
     evaluator: dict
-    metrics: dict[str, dict]  # per model: metrics/<m>.json, plus timing and epoch count
-    histories: dict[str, list[dict]]  # per model: runs/<m>/train/history.json
-    curves: dict[str, list[dict]]  # per generative model: runs/<m>/train/curve.json (FID etc. over the budget)
-    arrays: dict[str, dict[str, list]]  # per model: runs/<m>/eval/arrays.json (may be empty)
+    metrics: dict[str, dict]  # per model: metrics/<m>-<seed>.json with timing, averaged over the seeds
+    histories: dict[str, list[dict]]  # per model: runs/<m>-<first seed>/train/history.json
+    curves: dict[str, list[dict]]  # per generative model: runs/<m>-<first seed>/train/curve.json
+    arrays: dict[str, dict[str, list]]  # per model: runs/<m>-<first seed>/eval/arrays.json (may be empty)
     figures: Path  # where figures are written
     runs: Path  # runs/: the per-epoch grids of training
+    by_seed: dict[str, dict[int, dict]]  # per model and seed: that run's metrics and timing
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.cfg.seeds)
+
+    def run_dir(self, name: str) -> Path:
+        """runs/<model>-<first seed>: the run whose curves and pictures the report shows."""
+        return self.runs / run_name(name, self.seeds[0])
 
     def family(self, family: str) -> list[str]:
         return [n for n in self.metrics if MODELS[n].family == family]
@@ -44,17 +55,43 @@ def _load(path: Path, what: str) -> Any:
     return read_json(path)
 
 
+def over_seeds(runs: list[dict]) -> dict:
+    """One model's metrics over its seeds: the first run's values, with every number present in all runs replaced
+    by its mean and given `<key>_seed_std` and `<key>_per_seed`. Where there are several seeds, `<key>_std` (the
+    spread over sample sets within a run) becomes the spread over seeds, the one that counts."""
+    out = dict(runs[0])
+    if len(runs) == 1:
+        return out
+    for k, v in runs[0].items():
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and all(isinstance(r.get(k), (int, float)) for r in runs):
+            values = np.array([float(r[k]) for r in runs])
+            out[k], out[f"{k}_seed_std"], out[f"{k}_per_seed"] = float(values.mean()), float(values.std(ddof=1)), list(values)
+    for k in [k for k in out if k.endswith("_seed_std")]:
+        base = k.removesuffix("_seed_std")
+        if f"{base}_std" in runs[0]:
+            out[f"{base}_sets_std"], out[f"{base}_std"] = out[f"{base}_std"], out[k]
+    return out
+
+
 def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
-    names = list(cfg.models())
-    metrics = {n: _load(metrics_dir / f"{n}.json", f"evaluate stage of {n}") for n in names}
-    histories = {n: _load(runs_dir / n / "train" / "history.json", f"train stage of {n}") for n in names}
+    names, first = list(cfg.models()), cfg.seeds[0]
+    by_seed: dict[str, dict[int, dict]] = {}
     for n in names:
-        metrics[n].update(_load(runs_dir / n / "train" / "timing.json", f"train stage of {n}"), epochs=len(histories[n]))
-    arrays = {n: read_json(p) if (p := runs_dir / n / "eval" / "arrays.json").is_file() else {} for n in names}
-    curves = {n: read_json(p) for n in names if (p := runs_dir / n / "train" / "curve.json").is_file()}
+        by_seed[n] = {}
+        for seed in cfg.seeds:
+            run = run_name(n, seed)
+            m = _load(metrics_dir / f"{run}.json", f"evaluate stage of {run}")
+            history = _load(runs_dir / run / "train" / "history.json", f"train stage of {run}")
+            by_seed[n][seed] = {**m, **_load(runs_dir / run / "train" / "timing.json", f"train stage of {run}"),
+                                "epochs": len(history)}
+    metrics = {n: over_seeds([by_seed[n][s] for s in cfg.seeds]) for n in names}
+    histories = {n: read_json(runs_dir / run_name(n, first) / "train" / "history.json") for n in names}
+    arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "eval" / "arrays.json").is_file() else {}
+              for n in names}
+    curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
                  _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
-                 arrays, figures, runs_dir)
+                 arrays, figures, runs_dir, by_seed)
 
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
@@ -65,7 +102,7 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
         study = load_study(cfg, metrics_dir, runs_dir, manifest_path, tmp / "figures")
         study.figures.mkdir()
         for n in study.metrics:
-            for grid in sorted((runs_dir / n / "eval").glob("*.png")):
+            for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
                 shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
         parts = [section(study) for section in SECTIONS]
         (tmp / "README.md").write_text("\n".join(p for p in parts if p).rstrip() + "\n")

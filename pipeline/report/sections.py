@@ -21,7 +21,10 @@ def _num(digits: int) -> Fmt:
 
 
 def _int(v: Any) -> str:
-    return "–" if v is None else f"{int(v):,}"
+    """A count; a mean of counts over seeds keeps one decimal."""
+    if v is None:
+        return "–"
+    return f"{v:,.1f}" if isinstance(v, float) and not v.is_integer() else f"{int(v):,}"
 
 
 def table(columns: list[tuple[str, str, Fmt]], rows: list[dict]) -> str:
@@ -365,9 +368,15 @@ def generative(study: Study) -> str | None:
                       ("images/s", "images_per_second", _int)], rows),
         "",
         f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
-        f"whatever its batch size. Mean ± standard deviation over {'/'.join(str(s) for s in sorted(sets))} disjoint "
-        f"sets of {cfg.evaluate.n_generated:,} generated images each (one training seed): the spread says how much "
-        "of a difference the sampling alone can make, not what another training seed would. All measured in the "
+        f"whatever its batch size. " + (
+            f"Mean ± standard deviation over {'/'.join(str(s) for s in sorted(sets))} disjoint sets of "
+            f"{cfg.evaluate.n_generated:,} generated images each (one training seed): the spread says how much of a "
+            "difference the sampling alone can make, not what another training seed would. "
+            if len(study.seeds) == 1 else
+            f"Mean ± standard deviation over the {len(study.seeds)} training seeds ({', '.join(map(str, study.seeds))}), "
+            f"each scored as the mean of {'/'.join(str(s) for s in sorted(sets))} disjoint sets of "
+            f"{cfg.evaluate.n_generated:,} generated images; classes covered and times are means over the seeds. ")
+        + "All measured in the "
         f"evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not Inception's: the "
         "numbers compare models within this study, not with published FIDs). FID and KID (torchmetrics; KID over "
         f"{cfg.evaluate.kid_subsets} subsets of {cfg.evaluate.kid_subset_size}) compare the generated images with "
@@ -473,6 +482,16 @@ def mode_collapse(study: Study) -> str | None:
     ])
 
 
+def claim(study: Study, a: str, b: str) -> tuple[int, int]:
+    """(seeds in which `a`'s FID beats `b`'s beyond both sample-set spreads, seeds in all)."""
+    wins = sum(_beats(study.by_seed[a][s], study.by_seed[b][s]) is True for s in study.seeds)
+    return wins, len(study.seeds)
+
+
+def _support(wins: int, seeds: int) -> str:
+    return "in the one seed run" if seeds == 1 else f"in {wins} of {seeds} seeds"
+
+
 def _beats(a: dict, b: dict, key: str = "fid") -> bool | None:
     """True when a's mean is lower than b's by more than both spreads together, False when higher by as much,
     None when the difference is within the spread."""
@@ -498,8 +517,10 @@ def variants(study: Study) -> str | None:
         for n in names[1:]:
             m = study.metrics[n]
             off = ", ".join(f"{k} {configs[n][k]}" for k in keys if configs[n][k] != configs[names[0]][k])
-            verdict = {True: "better, beyond the spread", False: "worse, beyond the spread",
-                       None: "within the spread of the sample sets"}[_beats(m, ref)]
+            better, worse = claim(study, n, names[0]), claim(study, names[0], n)
+            verdict = (f"better beyond the spread {_support(*better)}" if better[0] == better[1] else
+                       f"worse beyond the spread {_support(*worse)}" if worse[0] == worse[1] else
+                       f"no claim: beyond the spread in {better[0]} (better) and {worse[0]} (worse) of {better[1]} seeds")
             changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} ± {ref.get('fid_std', 0):.1f} → {m['fid']:.1f} ± "
                            f"{m.get('fid_std', 0):.1f} ({verdict}), classes covered "
                            f"{ref['classes_covered']} → {m['classes_covered']}, train time "
@@ -515,8 +536,9 @@ def variants(study: Study) -> str | None:
                    ("classes covered", "classes_covered", _int), ("class KL", "class_kl", _num(3)),
                    ("train time (s)", "train_seconds", _num(1))], rows),
             "",
-            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". One training seed: a difference "
-            "beyond the sample sets' spread may still be within what another seed would change.",
+            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". A difference counts only where it "
+            "exceeds both models' sample-set spreads in every training seed"
+            + (" (one seed here: another seed may still change it)." if len(study.seeds) == 1 else "."),
             "",
         ]
     return "\n".join(out) or None
@@ -530,7 +552,7 @@ def growth(study: Study) -> str | None:
         shown = []
         for res in sorted({r["resolution"] for r in study.histories[n] if "resolution" in r}):
             last = [r["epoch"] for r in study.histories[n] if r.get("resolution") == res][-1]
-            src = study.runs / n / "train" / "grids" / f"samples_{last:03d}.png"
+            src = study.run_dir(n) / "train" / "grids" / f"samples_{last:03d}.png"
             if src.is_file():
                 shutil.copyfile(src, study.figures / f"{n}_samples_{int(res)}px.png")
                 shown.append((int(res), last))
@@ -603,26 +625,32 @@ def findings(study: Study) -> str | None:
     budget = study.cfg.budget.images
     same = [n for n in gen if seen[n] is not None and abs(seen[n] - budget) < max(m[n].get("steps", 1), 1) and
             seen[n] <= budget]
+    seeds = study.seeds
     out = ["## Findings", "",
-           "_Every sentence here is computed from the metrics files; one training seed, spread over "
-           f"{m[gen[0]].get('sample_sets', 1)} sample sets. A claim \"X beats Y\" is made only where X's mean FID is "
-           "lower than Y's by more than both spreads together._", ""]
+           f"_Every sentence here is computed from the metrics files: {len(seeds)} training seed"
+           f"{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), each evaluated on "
+           f"{m[gen[0]].get('sample_sets', 1)} disjoint sample sets. \"X beats Y\" is claimed only where X's mean FID "
+           "is lower than Y's by more than both sample-set spreads together, in every seed._", ""]
     if len(same) == len(gen):
         out.append(f"- Same training budget: every generative model saw {budget:,} training images "
-                   f"({', '.join(f'`{n}` {seen[n]:,}' for n in gen)}).")
+                   f"({', '.join(f'`{n}` {seen[n]:,.0f}' for n in gen)}).")
     else:
         off = [f"`{n}` {seen[n]}" for n in gen if n not in same]
         out.append(f"- Budgets differ from `budget.images` = {budget:,}: {', '.join(off)}.")
     ranked = sorted(gen, key=lambda n: m[n]["fid"])
-    out.append("- Ranking by mean FID: " + " < ".join(f"`{n}` {m[n]['fid']:.0f}" for n in ranked) + ".")
+    spread = "seeds" if len(seeds) > 1 else "sample sets"
+    out.append(f"- Ranking by mean FID (± std over {spread}): "
+               + " < ".join(f"`{n}` {m[n]['fid']:.0f} ± {m[n].get('fid_std', 0):.0f}" for n in ranked) + ".")
     firm, ties = [], []
     for a, b in zip(ranked, ranked[1:]):
-        (firm if _beats(m[a], m[b]) else ties).append((a, b))
+        wins, total = claim(study, a, b)
+        (firm if wins == total else ties).append(f"`{a}` vs `{b}` ({wins} of {total})" if wins < total
+                                                 else f"`{a}` beats `{b}` ({_support(wins, total)})")
     if firm:
-        out.append("- Neighbours in that ranking separated beyond the spread: "
-                   + ", ".join(f"`{a}` beats `{b}`" for a, b in firm) + ".")
+        out.append("- Neighbours in that ranking separated beyond the spread: " + ", ".join(firm) + ".")
     if ties:
-        out.append("- Within the spread (no claim): " + ", ".join(f"`{a}` vs `{b}`" for a, b in ties) + ".")
+        out.append("- Not separated in every seed (no claim; seeds where the first is ahead beyond the spread): "
+                   + ", ".join(ties) + ".")
     full = [n for n in gen if m[n]["classes_covered"] == k and m[n]["recall"] >= 0.5]
     out.append(f"- All {k} classes covered with recall ≥ 0.5: {_names(full)}; not: "
                + (", ".join(f"`{n}` ({m[n]['classes_covered']} classes, recall {m[n]['recall']:.2f})"

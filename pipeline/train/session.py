@@ -23,7 +23,7 @@ from pipeline.code import code_hash, command_files
 from pipeline.config import StudyConfig, config_dump
 from pipeline.data import Dataset
 from pipeline.io import write_json
-from pipeline.models import TRAIN_STAGE, build, spec
+from pipeline.models import TRAIN_STAGE, build, run_name, spec
 from pipeline.models.base import Generative
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
@@ -53,7 +53,7 @@ class Session:
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
         self.model: nn.Module = build(name, self.mcfg, data.shape).to(self.device)
-        self.stage = f"{TRAIN_STAGE[self.spec.family]}@{name}"
+        self.stage = f"{TRAIN_STAGE[self.spec.family]}@{run_name(name, cfg.seed)}"
         self.params: dict[str, Any] = {
             "model": name, "family": self.spec.family, "seed": cfg.seed, "device": str(self.device),
             "config": config_dump(self.mcfg), "data": config_dump(cfg.data), "train": config_dump(cfg.train),
@@ -81,7 +81,7 @@ class Session:
         self.paths.run_dir.mkdir(parents=True)
 
     def run(self, run_id: str | None = None):
-        return self.tracker.run(self.stage, run_id=run_id, tags=run_tags(self.root, self.stage, self.name),
+        return self.tracker.run(self.stage, run_id=run_id, tags=run_tags(self.root, self.stage, self.name, self.cfg.seed),
                                 params=self.params)
 
     def grid(self, images: Tensor, key: str, epoch: int) -> None:
