@@ -53,17 +53,17 @@ def study(tmp_path_factory, tiny_raw):
 
 def test_repro_produces_metrics_report_and_mlflow_runs(study):
     repo, env, first = study
-    for stage in ("prepare", "evaluator", "train_ae@pca", "train_ae@stacked", "train_ae@vae", "train_gan@dcgan",
-                  "evaluate@vae", "report"):
+    for stage in ("prepare", "evaluator", "train_ae@pca-42", "train_ae@stacked-42", "train_ae@vae-42",
+                  "train_gan@dcgan-42", "evaluate_ae@vae-42", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     evaluator = json.loads((repo / "metrics" / "evaluator.json").read_text())
     assert 0.5 < evaluator["test_accuracy"] <= 1  # two epochs on 400 images
     floor = evaluator["real_vs_real"]
     assert floor["n_real"] == 400 and floor["n_generated"] == 100 and 0 <= floor["precision"] <= 1
-    stacked = json.loads((repo / "metrics" / "stacked.json").read_text())
+    stacked = json.loads((repo / "metrics" / "stacked-42.json").read_text())
     assert 0 < stacked["test_mse"] < 0.15 and stacked["code_size"] == 30 and stacked["pca_test_mse"] > 0
-    dcgan = json.loads((repo / "metrics" / "dcgan.json").read_text())
-    assert dcgan["fid"] > evaluator["real_vs_real"]["fid"] and dcgan["n_generated"] == 100
+    dcgan = json.loads((repo / "metrics" / "dcgan-42.json").read_text())
+    assert dcgan["fid"] > evaluator["real_vs_real"]["fid"] and dcgan["n_generated"] == 100 and dcgan["sample_sets"] == 2
     report = (repo / "reports" / "README.md").read_text()
     assert "## Autoencoders" in report and "## Generative quality" in report and "| stacked |" in report
     assert (repo / "reports" / "figures" / "curves_gans.png").stat().st_size > 1000
@@ -73,7 +73,7 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
     stages = {r.data.tags["dvc.stage"] for r in runs}
-    assert {"evaluator", "train_ae@stacked", "train_gan@dcgan", "evaluate@dcgan", "report"} <= stages
+    assert {"evaluator", "train_ae@stacked-42", "train_gan@dcgan-42", "evaluate_gan@dcgan-42", "report"} <= stages
     commit = sh("git", "rev-parse", "HEAD", cwd=repo, env=env).stdout.strip()
     assert all(r.data.tags["git.commit"] == commit for r in runs)
     assert (repo / "mlartifacts").is_dir()
@@ -89,22 +89,22 @@ def test_the_user_loop_reruns_only_what_changed(study):
     raw["autoencoders"]["stacked"]["epochs"] = 3
     write_params(repo / "params.yaml", raw)
     changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo, env=env).stdout))
-    assert changed == {"train_ae@stacked", "report"}  # downstream stages show up once their inputs change
+    assert changed == {"train_ae@stacked-42", "report"}  # downstream stages show up once their inputs change
     params = json.loads(sh("dvc", "params", "diff", "--json", cwd=repo, env=env).stdout)
     epochs = params["params.yaml"]["autoencoders.stacked.epochs"]
     assert (epochs["old"], epochs["new"]) == (2, 3)
 
     rerun = sh("dvc", "repro", cwd=repo, env=env).stdout
     ran = {line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")}
-    assert ran == {"train_ae@stacked", "evaluate@stacked", "report"}
+    assert ran == {"train_ae@stacked-42", "evaluate_ae@stacked-42", "report"}
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo, env=env).stdout)
-    assert set(diff["metrics/stacked.json"]) >= {"test_mse", "probe_accuracy"}
-    assert "metrics/vae.json" not in diff
+    assert set(diff["metrics/stacked-42.json"]) >= {"test_mse", "probe_accuracy"}
+    assert "metrics/vae-42.json" not in diff
 
     sh("git", "add", "-A", cwd=repo, env=env)
     sh("git", "commit", "-qm", "three epochs", cwd=repo, env=env)
     exp = sh("dvc", "exp", "run", "--temp", "-n", "faster-vae", "-S", "autoencoders.vae.lr=0.003", cwd=repo, env=env)
-    assert "Running stage 'train_ae@vae'" in exp.stdout
+    assert "Running stage 'train_ae@vae-42'" in exp.stdout
     shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
     assert "faster-vae" in shown
 
@@ -113,4 +113,43 @@ def test_the_user_loop_reruns_only_what_changed(study):
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["ae-gan-study"], output_format="list")
     tagged = [r for r in runs if r.data.tags.get("dvc.experiment") == "faster-vae"]
-    assert {r.data.tags["dvc.stage"] for r in tagged} >= {"train_ae@vae", "evaluate@vae"}
+    assert {r.data.tags["dvc.stage"] for r in tagged} >= {"train_ae@vae-42", "evaluate_ae@vae-42"}
+
+
+def test_an_edited_source_file_makes_exactly_its_importers_stale(study):
+    """Change one function of pipeline/evaluate/metrics.py: `dvc status` lists every stage whose command imports it
+    (read from the code) and no other; the same for the report's own code."""
+    from dvc.repo import Repo
+
+    from pipeline.code import command_files
+
+    repo, env, _ = study
+    with Repo(str(repo)) as dvc:
+        commands = {s.addressing: s.cmd.split()[3].replace("-", "_") for s in dvc.index.stages}
+    for edited in ("pipeline/evaluate/metrics.py", "pipeline/report/sections.py"):
+        path = repo / edited
+        original = path.read_text()
+        path.write_text(original.replace("def subsample(", "def subsample(  # edited\n", 1)
+                        if "def subsample(" in original else original + "\n# edited\n")
+        try:
+            changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo, env=env).stdout))
+        finally:
+            path.write_text(original)
+        importers = {stage for stage, command in commands.items() if edited in command_files(command)}
+        assert changed == importers, edited
+    assert {"report"} == {s for s, c in commands.items() if "pipeline/report/sections.py" in command_files(c)}
+
+
+def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):
+    repo, env, _ = study
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["seeds"] = [42, 7]
+    raw["autoencoders"] = {k: v for k, v in raw["autoencoders"].items() if k in ("pca", "vae")}
+    raw["gans"] = {"gan": raw["gans"]["gan"]}
+    write_params(repo / "params.yaml", raw)
+    out = sh("dvc", "repro", cwd=repo, env=env).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert {"train_ae@vae-7", "train_gan@gan-7", "evaluate_gan@gan-7", "report"} <= ran
+    assert not any(stage.endswith("-42") for stage in ran)  # the first seed's runs are up to date
+    report = (repo / "reports" / "README.md").read_text()
+    assert "2 training seeds (42, 7)" in report and "Mean ± standard deviation over the 2 training seeds" in report

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline import StudyError, brief
+from pipeline.code import code_hash, command_files
 from pipeline.config import EvaluatorConfig, StudyConfig, config_dump
 from pipeline.data import Dataset
 from pipeline.io import atomic_path, write_json
@@ -116,7 +117,8 @@ def train_evaluator(cfg: StudyConfig, data: Dataset, model_path: Path, run_dir: 
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=ecfg.epochs)
     loop = Loop({"net": net, "sched": sched}, {"opt": opt}, epochs=ecfg.epochs, batch_size=ecfg.batch_size,
                 seed=cfg.seed, checkpoint=checkpoint, checkpoint_every=cfg.train.checkpoint_every,
-                fingerprint=fingerprint("evaluator", config_dump(ecfg), cfg.seed, data.manifest["sha256"]),
+                fingerprint=fingerprint("evaluator", config_dump(ecfg), cfg.seed, data.manifest["sha256"],
+                                        code_hash(command_files("evaluator"))),  # other code: start over
                 desc="evaluator")
     loop.restore()
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)

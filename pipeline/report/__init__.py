@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import StudyError
 from pipeline.config import StudyConfig
-from pipeline.io import atomic_dir, read_json
+from pipeline.io import atomic_dir, atomic_path, read_json
 from pipeline.models import MODELS, run_name
 
 
@@ -96,14 +96,16 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
                  manifest_path: Path = Path("data/prepared/manifest.json")) -> Path:
+    """`out_dir`/README.md and `out_dir`/figures/, both replaced only when the whole report was written (anything
+    else in `out_dir`, such as the committed three-seed report, is left alone)."""
     from pipeline.report.sections import SECTIONS
 
-    with atomic_dir(out_dir) as tmp:
-        study = load_study(cfg, metrics_dir, runs_dir, manifest_path, tmp / "figures")
-        study.figures.mkdir()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme:
+        study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
         for n in study.metrics:
             for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
                 shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
         parts = [section(study) for section in SECTIONS]
-        (tmp / "README.md").write_text("\n".join(p for p in parts if p).rstrip() + "\n")
+        readme.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
     return out_dir / "README.md"
