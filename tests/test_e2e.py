@@ -140,6 +140,23 @@ def test_an_edited_source_file_makes_exactly_its_importers_stale(study):
     assert {"report"} == {s for s, c in commands.items() if "pipeline/report/sections.py" in command_files(c)}
 
 
+def test_the_learning_rate_sweep_runs_as_queued_experiments_and_reaches_the_report(study):
+    """`make sweep` on one model and a two-value grid: queued DVC experiments, run by `dvc queue start`, collected
+    from their git refs into metrics/lr_sweep.json, which the report's Tuning effort section shows."""
+    repo, env, _ = study
+    bin_dir = Path(sys.executable).parent
+    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan", "LR_GRID=0.001 0.003", cwd=repo, env=env)
+    summary = json.loads((repo / "metrics" / "lr_sweep.json").read_text())
+    assert summary["grid"] == ["0.001", "0.003"] and summary["budget_images"] == 800
+    assert set(summary["results"]["gan"]) == {"0.001", "0.003"} and summary["used"]["gan"] == "0.001"
+    assert summary["best"]["gan"] in ("0.001", "0.003")
+    shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
+    assert "lr-gan-0.001" in shown and "lr-gan-0.003" in shown
+    sh("dvc", "repro", "report", cwd=repo, env=env)
+    report = (repo / "reports" / "README.md").read_text()
+    assert "## Tuning effort" in report and "| gan |" in report.split("## Tuning effort")[1]
+
+
 def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):
     repo, env, _ = study
     raw = yaml.safe_load((repo / "params.yaml").read_text())

@@ -32,6 +32,7 @@ class Study:
     figures: Path  # where figures are written
     runs: Path  # runs/: the per-epoch grids of training
     by_seed: dict[str, dict[int, dict]]  # per model and seed: that run's metrics and timing
+    tuning: dict | None = None  # metrics/lr_sweep.json (`make sweep`), when there is one
 
     @property
     def seeds(self) -> list[int]:
@@ -91,7 +92,8 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
     curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
                  _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
-                 arrays, figures, runs_dir, by_seed)
+                 arrays, figures, runs_dir, by_seed,
+                 read_json(metrics_dir / "lr_sweep.json") if (metrics_dir / "lr_sweep.json").is_file() else None)
 
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,

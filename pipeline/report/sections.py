@@ -21,6 +21,10 @@ def _num(digits: int) -> Fmt:
 
 
 def _int(v: Any) -> str:
+    return "–" if v is None else f"{int(v):,}"
+
+
+def _count(v: Any) -> str:
     """A count; a mean of counts over seeds keeps one decimal."""
     if v is None:
         return "–"
@@ -353,17 +357,15 @@ def generative(study: Study) -> str | None:
     cfg = study.cfg
     k = len(study.manifest["classes"])
     floor = {"model": "real: test split vs train split (floor)", **study.evaluator["real_vs_real"]}
-    rows = [floor] + [{"model": n, **study.metrics[n], "kid_mean_x": study.metrics[n]["kid_mean"] * 1e3,
-                       "kid_std_x": study.metrics[n].get("kid_mean_std", 0) * 1e3} for n in names]
-    floor["kid_mean_x"] = floor["kid_mean"] * 1e3
+    rows = [floor] + [{"model": n, **study.metrics[n]} for n in names]
     sets = {study.metrics[n].get("sample_sets", 1) for n in names}
     return "\n".join([
         "## Generative quality",
         "",
         spread_table([("model", "model", str), ("FID ↓", "fid", _pm(1, "fid_std")),
-                      ("KID ×10³ ↓", "kid_mean_x", _pm(1, "kid_std_x")),
+                      ("KID ↓", "kid_mean", _pm(1, "kid_mean_std")),
                       ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
-                      (f"classes covered (of {k})", "classes_covered", _int), ("class KL ↓", "class_kl", _num(3)),
+                      (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
                       ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
                       ("images/s", "images_per_second", _int)], rows),
         "",
@@ -425,8 +427,8 @@ def budget_curves(study: Study) -> str | None:
     ])
 
 
-def _classes(k: int) -> str:
-    return f"{k} class" if k == 1 else f"{k} classes"
+def _classes(k: float) -> str:
+    return f"{_count(k)} class" if k == 1 else f"{_count(k)} classes"
 
 
 def _point_ranges(points: list[dict], budget: int) -> str:
@@ -533,7 +535,7 @@ def variants(study: Study) -> str | None:
             "",
             spread_table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
                    ("precision", "precision", _pm(3, "precision_std")), ("recall", "recall", _pm(3, "recall_std")),
-                   ("classes covered", "classes_covered", _int), ("class KL", "class_kl", _num(3)),
+                   ("classes covered", "classes_covered", _count), ("class KL", "class_kl", _num(3)),
                    ("train time (s)", "train_seconds", _num(1))], rows),
             "",
             f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". A difference counts only where it "
@@ -542,6 +544,35 @@ def variants(study: Study) -> str | None:
             "",
         ]
     return "\n".join(out) or None
+
+
+def tuning(study: Study) -> str | None:
+    t = study.tuning
+    names = [n for n in study.family("gan") if t and n in t["results"]]
+    if not names:
+        return None
+    rows = []
+    for n in names:
+        row = {"model": n, "best": t["best"][n], "used": t["used"].get(n, "–")}
+        for v in t["grid"]:
+            r = t["results"][n].get(v)
+            row[v] = "–" if r is None else f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})"
+        row["own best"] = "yes" if row["used"] == row["best"] else "no"
+        rows.append(row)
+    off = [n for n in names if t["used"].get(n) != t["best"][n]]
+    return "\n".join([
+        "## Tuning effort",
+        "",
+        f"The same learning-rate grid (lr_g = lr_d ∈ {{{', '.join(t['grid'])}}}) for every GAN and ablation, each "
+        f"value one DVC experiment at the study's budget of {t['budget_images']:,} images (`make sweep`). Cells: "
+        "FID ± std over sample sets (classes covered).",
+        "",
+        table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
+               ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
+        "",
+        f"Models not at their own best value of the grid: {_names(off)}.",
+        "",
+    ])
 
 
 def growth(study: Study) -> str | None:
@@ -623,8 +654,7 @@ def findings(study: Study) -> str | None:
     m, k = study.metrics, len(study.manifest["classes"])
     seen = {n: m[n].get("images_seen") for n in gen}
     budget = study.cfg.budget.images
-    same = [n for n in gen if seen[n] is not None and abs(seen[n] - budget) < max(m[n].get("steps", 1), 1) and
-            seen[n] <= budget]
+    same = [n for n in gen if seen[n] == budget]  # images_seen = steps x batch size
     seeds = study.seeds
     out = ["## Findings", "",
            f"_Every sentence here is computed from the metrics files: {len(seeds)} training seed"
@@ -635,8 +665,9 @@ def findings(study: Study) -> str | None:
         out.append(f"- Same training budget: every generative model saw {budget:,} training images "
                    f"({', '.join(f'`{n}` {seen[n]:,.0f}' for n in gen)}).")
     else:
-        off = [f"`{n}` {seen[n]}" for n in gen if n not in same]
-        out.append(f"- Budgets differ from `budget.images` = {budget:,}: {', '.join(off)}.")
+        off = [f"`{n}` {seen[n]:,.0f}" for n in gen if n not in same]
+        out.append(f"- Not every model saw `budget.images` = {budget:,} training images (a batch size that does not "
+                   f"divide it drops the remainder): {', '.join(off)}.")
     ranked = sorted(gen, key=lambda n: m[n]["fid"])
     spread = "seeds" if len(seeds) > 1 else "sample sets"
     out.append(f"- Ranking by mean FID (± std over {spread}): "
@@ -653,7 +684,7 @@ def findings(study: Study) -> str | None:
                    + ", ".join(ties) + ".")
     full = [n for n in gen if m[n]["classes_covered"] == k and m[n]["recall"] >= 0.5]
     out.append(f"- All {k} classes covered with recall ≥ 0.5: {_names(full)}; not: "
-               + (", ".join(f"`{n}` ({m[n]['classes_covered']} classes, recall {m[n]['recall']:.2f})"
+               + (", ".join(f"`{n}` ({_classes(m[n]['classes_covered'])}, recall {m[n]['recall']:.2f})"
                             for n in gen if n not in full) or "none") + ".")
     curves = {n: study.curves[n] for n in gen if n in study.curves}
     if curves:
@@ -666,4 +697,4 @@ def findings(study: Study) -> str | None:
 
 
 SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, budget_curves, mode_collapse, variants, growth, gan_analyses, gan_curves]
+            pretraining, generative, budget_curves, mode_collapse, tuning, variants, growth, gan_analyses, gan_curves]

@@ -1,0 +1,31 @@
+"""`python -m stages.sweep`: collect the learning-rate sweep's DVC experiments into metrics/lr_sweep.json.
+
+Not a pipeline stage (and not imported by one): `make sweep` queues and runs the experiments, then calls this.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from stages import one_line_errors, study_root
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+@one_line_errors
+def collect(out: Path = typer.Option(Path("metrics/lr_sweep.json"), help="Where the summary goes.")) -> None:
+    """Read every lr-<model>-<value> experiment (params and metrics from its git ref) into one table."""
+    from pipeline.tuning import collect as run
+
+    summary = run(study_root(), out)
+    for model, best in summary["best"].items():
+        typer.echo(f"{model}: best lr {best} (FID {summary['results'][model][best]['fid']:.1f}), "
+                   f"params.yaml uses {summary['used'].get(model, '?')}")
+
+
+if __name__ == "__main__":
+    sys.exit(app(standalone_mode=True))
