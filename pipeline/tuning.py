@@ -10,6 +10,7 @@ classes covered per model and value, the best value per model and the value para
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 from pathlib import Path
@@ -41,8 +42,6 @@ def experiment_refs(root: Path) -> dict[str, str]:
 
 
 def collect(root: Path, out: Path) -> dict[str, Any]:
-    import json
-
     refs = experiment_refs(root)
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")

@@ -102,12 +102,18 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
     else in `out_dir`, such as the committed three-seed report, is left alone)."""
     from pipeline.report.sections import SECTIONS
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme:
-        study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
-        for n in study.metrics:
-            for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
-                shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
-        parts = [section(study) for section in SECTIONS]
-        readme.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
+    created = not out_dir.exists()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme:
+            study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
+            for n in study.metrics:
+                for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
+                    shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
+            parts = [section(study) for section in SECTIONS]
+            readme.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
+    except BaseException:
+        if created:  # no empty folder left behind as if a report had been written
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     return out_dir / "README.md"
