@@ -28,7 +28,8 @@ study: $(STAMP)
 SEEDS ?= [42,43,44]
 SEEDS_EXP := three-seeds-$(shell git rev-parse --short HEAD 2>/dev/null)
 seeds: $(STAMP)
-	$(BIN)/dvc exp run --temp --force -n $(SEEDS_EXP) -S 'seeds=$(SEEDS)'
+	-$(BIN)/dvc exp remove -q $(SEEDS_EXP) 2>/dev/null  # a rerun replaces it (not --force: that reruns every stage)
+	$(BIN)/dvc exp run --temp -n $(SEEDS_EXP) -S 'seeds=$(SEEDS)'
 	rm -rf reports/three-seeds && mkdir -p reports/three-seeds
 	git archive "$$(git show-ref | awk '$$2 ~ /^refs\/exps\/.*\/$(SEEDS_EXP)$$/ {print $$1}')" reports/README.md reports/figures \
 		| tar -x -C reports/three-seeds --strip-components=1
@@ -41,7 +42,8 @@ LR_GRID ?= 0.0002 0.001 0.005 0.02
 SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
 sweep: $(STAMP)
 	@for m in $(SWEEP_MODELS); do for lr in $(LR_GRID); do \
-		$(BIN)/dvc exp run --queue --force -n lr-$$m-$$lr -S gans.$$m.lr_g=$$lr -S gans.$$m.lr_d=$$lr || exit 1; \
+		$(BIN)/dvc exp remove -q lr-$$m-$$lr 2>/dev/null; \
+		$(BIN)/dvc exp run --queue -n lr-$$m-$$lr -S gans.$$m.lr_g=$$lr -S gans.$$m.lr_d=$$lr || exit 1; \
 	done; done
 	$(BIN)/dvc queue start -j 1
 	@while $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done

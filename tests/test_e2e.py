@@ -125,7 +125,7 @@ def test_an_edited_source_file_makes_exactly_its_importers_stale(study):
 
     repo, env, _ = study
     with Repo(str(repo)) as dvc:
-        commands = {s.addressing: s.cmd.split()[3].replace("-", "_") for s in dvc.index.stages}
+        commands = {s.name: s.cmd.split()[3].replace("-", "_") for s in dvc.index.stages}  # this cwd is not the repo
     for edited in ("pipeline/evaluate/metrics.py", "pipeline/report/sections.py"):
         path = repo / edited
         original = path.read_text()
