@@ -336,6 +336,7 @@ def _pm(digits: int, std_key: str) -> Callable[[dict], str]:
         if value is None:
             return "–"
         return f"{value:.{digits}f} ± {std:.{digits}f}" if std else f"{value:.{digits}f}"
+    fmt.row_wise = True  # type: ignore[attr-defined]
     return fmt
 
 
@@ -345,7 +346,7 @@ def spread_table(columns: list[tuple[str, str, Any]], rows: list[dict]) -> str:
     for row in rows:
         cells = {}
         for _, key, f in columns:
-            cells[key] = f(row, key) if getattr(f, "__name__", "") == "fmt" else f(row.get(key))
+            cells[key] = f(row, key) if getattr(f, "row_wise", False) else f(row.get(key))
         out.append(cells)
     return table([(h, k, str) for h, k, _ in columns], out)
 
