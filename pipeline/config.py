@@ -32,7 +32,7 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _folder_needs_path(self):
         if self.dataset == "folder" and not self.folder:
-            raise ValueError("dataset 'folder' needs data.folder, the path of an ImageFolder tree")
+            raise ValueError("folder: dataset 'folder' needs the path of an ImageFolder tree here")
         return self
 
 
@@ -46,41 +46,44 @@ class TrainConfig(Strict):
 class EvaluatorConfig(Strict):
     """The small CNN classifier whose features define FID/KID/precision/recall and whose labels give coverage."""
 
-    epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=2)
+    epochs: int = Field(12, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=2, le=65536)
     lr: float = Field(1e-3, gt=0, le=1)
-    width: int = Field(32, ge=4)
-    feature_dim: int = Field(128, ge=8)
+    width: int = Field(32, ge=4, le=1024)
+    feature_dim: int = Field(128, ge=8, le=4096)
     augment: Literal["shift", "none"] = "shift"
 
 
 class EvaluateConfig(Strict):
-    n_generated: int = Field(1000, ge=10)  # images drawn from each generative model
-    knn_k: int = Field(3, ge=1)  # neighbourhood size of the precision/recall manifolds
+    n_generated: int = Field(1000, ge=10, le=100_000)  # images drawn from each generative model
+    knn_k: int = Field(3, ge=1, le=100)  # neighbourhood size of the precision/recall manifolds
     kid_subset_size: int = Field(500, ge=2)
-    kid_subsets: int = Field(50, ge=1)
+    kid_subsets: int = Field(50, ge=1, le=10_000)
     coverage_min_share: float = Field(0.2, gt=0, le=1)  # a class is covered with >= this share of 1/K
-    sample_sets: int = Field(5, ge=1)  # disjoint sets of n_generated images: each metric's mean and spread
-    curve_samples: int = Field(500, ge=10)  # images scored at each curve point during training (FID, recall, ...)
-    probe_max_iter: int = Field(2000, ge=10)
-    few_labels: list[int | Literal["all"]] = Field(default_factory=lambda: [50, 100, 500, 1000, "all"])
-    few_label_steps: int = Field(200, ge=1)  # Adam steps per few-label classifier
+    sample_sets: int = Field(5, ge=1, le=100)  # disjoint sets of n_generated images: each metric's mean and spread
+    curve_samples: int = Field(500, ge=10, le=100_000)  # images scored at each curve point during training (FID, ...)
+    probe_max_iter: int = Field(2000, ge=10, le=1_000_000)
+    # labelled images for the pretraining experiment (a count above the train split means all of it)
+    few_labels: list[Annotated[int, Field(ge=1, le=10**9)] | Literal["all"]] = Field(
+        default_factory=lambda: [50, 100, 500, 1000, "all"], max_length=20)
+    few_label_steps: int = Field(200, ge=1, le=1_000_000)  # Adam steps per few-label classifier
     few_label_lr: float = Field(1e-3, gt=0, le=1)
 
     @model_validator(mode="after")
     def _kid_fits(self):
-        if any(n != "all" and n < 1 for n in self.few_labels):
-            raise ValueError("few_labels are counts >= 1 or 'all'")
         if self.kid_subset_size > self.n_generated:
-            raise ValueError(f"kid_subset_size ({self.kid_subset_size}) must not exceed n_generated ({self.n_generated})")
+            raise ValueError(f"kid_subset_size: at most n_generated ({self.n_generated}); got {self.kid_subset_size}")
+        if self.knn_k >= min(self.n_generated, self.curve_samples):
+            raise ValueError(f"knn_k: below n_generated ({self.n_generated}) and curve_samples ({self.curve_samples}); "
+                             f"got {self.knn_k}")
         return self
 
 
 class BudgetConfig(Strict):
     """The training budget of every generative model (the VAE, every GAN): one number, the same for all."""
 
-    images: int = Field(64000, ge=1)  # real training images shown to the discriminator / the encoder
-    curve_points: int = Field(10, ge=1)  # FID, recall and coverage measured at every 1/curve_points of it
+    images: int = Field(64000, ge=1, le=10**10)  # real training images shown to the discriminator / the encoder
+    curve_points: int = Field(10, ge=1, le=1000)  # FID, recall and coverage measured at every 1/curve_points of it
 
 
 class TrackingConfig(Strict):
@@ -117,6 +120,8 @@ class StudyConfig(Strict):
     def _seeds_unique(self):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: each seed once (got {self.seeds})")
+        if self.evaluate.knn_k >= self.data.test_size:  # the real floor: test images against as many train images
+            raise ValueError(f"evaluate.knn_k: below data.test_size ({self.data.test_size}); got {self.evaluate.knn_k}")
         return self
 
     def with_seed(self, seed: int | None) -> "StudyConfig":
@@ -165,6 +170,12 @@ def _describe(err: dict) -> str:
             return f"{key}: unknown model '{name}'; registered: {', '.join(valid)}"
         return f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc))}"
     msg = err["msg"].removeprefix("Value error, ")
+    # a rule between fields of one block names the field it is reported on: "coarse_layers: 1 to 7 ..."
+    named = re.match(r"([\w.]+): (.*)", msg, re.S)
+    if err["type"] == "value_error" and named:
+        field, msg = named.groups()
+        key = f"{key}.{field}" if loc else field
+        return f"{key}: {msg}"
     if "input" in err and err["type"] not in ("missing",) and not isinstance(err["input"], (dict, list)):
         msg += f" (got {err['input']!r})"
     return f"{key}: {msg}"
@@ -176,7 +187,21 @@ def parse_config(raw: Any, source: str = "params.yaml") -> StudyConfig:
     try:
         return StudyConfig.model_validate(raw)
     except ValidationError as exc:
-        raise StudyError(f"{source}: " + "; ".join(_describe(e) for e in exc.errors())) from None
+        raise StudyError(f"{source}: " + "; ".join(_describe(e) for e in _merge_unions(exc.errors()))) from None
+
+
+def _merge_unions(errors: list[dict]) -> list[dict]:
+    """A value that fits no member of a union (`few_labels: [0]`, a count or 'all') fails once per member, each
+    under a tag of the member ('constrained-int', "literal['all']"): one error on the key, the members' rules
+    joined by 'or'."""
+    merged: dict[tuple, dict] = {}
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if isinstance(p, int) or p.isidentifier())  # drop the member tags
+        if loc in merged:
+            merged[loc]["msg"] += " or " + err["msg"].removeprefix("Input should be ")
+        else:
+            merged[loc] = {**err, "loc": loc}
+    return list(merged.values())
 
 
 class ParamsLoader(yaml.SafeLoader):

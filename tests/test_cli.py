@@ -68,6 +68,10 @@ def workdir(tmp_path, monkeypatch, tiny_raw):
         (lambda r: r.update(seeds=[42, 42]), ["prepare"], "seeds: each seed once"),
         (lambda r: r.update(seeds=[]), ["prepare"], "seeds: List should have at least 1 item"),
         (lambda r: r["budget"].update(images=0), ["prepare"], "budget.images: Input should be greater than or equal to 1"),
+        (lambda r: r["gans"]["stylegan"].update(coarse_layers=99), ["train-gan", "stylegan"],
+         "gans.stylegan.coarse_layers: 1 to 7 (the synthesis network has 8 style layers); got 99"),
+        (lambda r: r["autoencoders"]["conv"].update(channels=[0, 32, 64]), ["train-ae", "conv"],
+         "autoencoders.conv.channels.0: Input should be greater than or equal to 1 (got 0)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(workdir, tiny_raw, invoke, edit, args, expected):

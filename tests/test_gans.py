@@ -11,7 +11,7 @@ from torch import nn
 
 from pipeline.models.gan import MLPGAN, MLPGANConfig
 from pipeline.models.latents import latent_arithmetic
-from pipeline.models.progan import (EqualizedConv, ProGAN, ProGANConfig, minibatch_stddev, pixel_norm)
+from pipeline.models.progan import (EqualizedConv, EqualizedLinear, ProGAN, ProGANConfig, minibatch_stddev, pixel_norm)
 from pipeline.models.stylegan import StyleGAN, StyleGANConfig, StyleLayer
 from pipeline.train.common import load_model
 from pipeline.train.objectives import OBJECTIVES
@@ -206,7 +206,7 @@ def test_mode_collapse_verdicts_name_the_budget_points():
 def test_stylegan_samples_do_not_depend_on_the_global_rng():
     from pipeline.evaluate.metrics import draw
 
-    model = StyleGAN(StyleGANConfig(channels=[16, 8], d_channels=[16, 8]), SHAPE).eval()
+    model = StyleGAN(StyleGANConfig(channels=[16, 8, 8, 8], d_channels=[16, 8, 8, 8]), SHAPE).eval()
     with torch.no_grad():
         for layer in model.ema.synthesis.layers:
             layer.noise_strength.fill_(1.0)  # make the noise inputs visible in the images

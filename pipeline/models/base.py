@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Annotated, Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,11 +19,21 @@ from torch import Tensor, nn
 
 ImageShape = tuple[int, int, int]  # (C, H, W)
 
+# Bounds of every size in a config, list elements included: a careless edit stops at the config with one line
+# naming the key, not in PyTorch (a width 0 divides by zero, a negative one makes a negative tensor shape, a huge
+# one asks for terabytes).
+MAX_WIDTH = 8192
+Width = Annotated[int, Field(ge=1, le=MAX_WIDTH)]  # units of a dense layer, channels of a convolution, a code size
+Hidden = Annotated[list[Width], Field(max_length=16)]  # hidden widths of a dense stack (may be empty)
+Channels = Annotated[list[Width], Field(min_length=1, max_length=8)]  # one width per resolution, from 4x4 up
+BatchSize = Annotated[int, Field(ge=2, le=65536)]
+
 
 class Strict(BaseModel):
-    """A config block: unknown keys are errors, values are frozen after validation."""
+    """A config block: unknown keys are errors, values are frozen after validation, and types are not coerced
+    (`true` is not a width of 1, `2.0` not an epoch count, `"1e-3"` not a learning rate)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class ModelConfig(Strict):
@@ -40,7 +50,7 @@ class BudgetedTraining(AutoencoderConfig):
     """Knobs of the autoencoder loop for a generative autoencoder (the VAE): it trains for the study's
     `budget.images`, the budget every generative model shares, so it has no epoch count of its own."""
 
-    batch_size: int = Field(32, ge=2)
+    batch_size: BatchSize = 32
     optimizer: Literal["nadam", "adam", "sgd", "rmsprop"] = "nadam"
     lr: float = Field(1e-3, gt=0, le=1)
 
@@ -48,14 +58,14 @@ class BudgetedTraining(AutoencoderConfig):
 class GradientTraining(BudgetedTraining):
     """Knobs of the autoencoder loop, shared by every gradient-trained (non-generative) autoencoder."""
 
-    epochs: int = Field(20, ge=1)
+    epochs: int = Field(20, ge=1, le=1_000_000)
 
 
 class GANTraining(ModelConfig):
     """Knobs of the GAN loop, shared by every GAN. The length of training is the study's `budget.images`."""
 
-    batch_size: int = Field(64, ge=2)
-    latent_dim: int = Field(100, ge=1)
+    batch_size: BatchSize = 64
+    latent_dim: Width = 100
     objective: Literal["nonsaturating", "nonsaturating_r1", "wgan_gp"] = "nonsaturating"
     penalty_weight: float = Field(10.0, ge=0)  # lambda of WGAN-GP's gradient penalty, gamma of R1
     drift: float = Field(0.001, ge=0)  # WGAN-GP: epsilon_drift * D(real)^2 keeps the critic near 0 (ProGAN)

@@ -15,12 +15,12 @@ from torch import Tensor, nn
 
 from pipeline import StudyError
 
-from .base import Autoencoder, GradientTraining, ImageShape, reconstruction_loss
+from .base import Autoencoder, Channels, GradientTraining, ImageShape, Width, reconstruction_loss
 
 
 class ConvConfig(GradientTraining):
-    channels: list[int] = Field(default_factory=lambda: [16, 32, 64])  # per pooling stage
-    code_size: int = Field(30, ge=1)
+    channels: Channels = Field(default_factory=lambda: [16, 32, 64])  # per pooling stage
+    code_size: Width = 30
     output: Literal["linear", "sigmoid"] = "linear"
     loss: Literal["mse", "bce"] = "mse"
 

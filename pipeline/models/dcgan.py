@@ -16,14 +16,14 @@ from torch import Tensor, nn
 
 from pipeline import StudyError
 
-from .base import GAN, Analysis, GANTraining, ImageShape
+from .base import GAN, MAX_WIDTH, Analysis, GANTraining, ImageShape, Width
 from .latents import latent_arithmetic
 
 
 class DCGANConfig(GANTraining):
-    latent_dim: int = Field(100, ge=1)
-    g_width: int = Field(64, ge=4)  # channels of the generator's last hidden layer; doubled at each step back
-    d_width: int = Field(64, ge=4)  # channels of the discriminator's first layer; doubled at each step down
+    latent_dim: Width = 100
+    g_width: int = Field(64, ge=4, le=MAX_WIDTH)  # channels of the generator's last hidden layer; doubled at each step back
+    d_width: int = Field(64, ge=4, le=MAX_WIDTH)  # channels of the discriminator's first layer; doubled at each step down
     upsamplings: int = Field(2, ge=1, le=6)  # the image is start_size * 2**upsamplings on a side
 
 

@@ -25,7 +25,7 @@ class DenoisingConfig(StackedConfig):
     @model_validator(mode="after")
     def _rate_below_one(self):
         if self.noise == "dropout" and self.noise_level >= 1:
-            raise ValueError(f"noise_level is a drop rate for dropout and must be < 1 (got {self.noise_level})")
+            raise ValueError(f"noise_level: a drop rate for dropout, below 1 (got {self.noise_level})")
         return self
 
 

@@ -15,13 +15,13 @@ import numpy as np
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import GAN, GANTraining, ImageShape, mlp
+from .base import GAN, GANTraining, Hidden, ImageShape, Width, mlp
 
 
 class MLPGANConfig(GANTraining):
-    latent_dim: int = Field(30, ge=1)
-    g_hidden: list[int] = Field(default_factory=lambda: [100, 150])
-    d_hidden: list[int] = Field(default_factory=lambda: [150, 100])
+    latent_dim: Width = 30
+    g_hidden: Hidden = Field(default_factory=lambda: [100, 150])
+    d_hidden: Hidden = Field(default_factory=lambda: [150, 100])
     activation: Literal["selu", "relu", "elu", "tanh"] = "selu"
     optimizer: Literal["adam", "rmsprop"] = "rmsprop"
     lr_g: float = Field(1e-3, gt=0, le=1)

@@ -20,14 +20,14 @@ from .stacked import StackedConfig
 
 
 class GreedyConfig(StackedConfig):
-    epochs: int = Field(30, ge=1)  # in all: pretraining of each layer, then fine-tuning
-    pretrain_epochs: int = Field(10, ge=1)  # epochs per layer before fine-tuning the stack
+    epochs: int = Field(30, ge=1, le=1_000_000)  # in all: pretraining of each layer, then fine-tuning
+    pretrain_epochs: int = Field(10, ge=1, le=1_000_000)  # epochs per layer before fine-tuning the stack
 
     @model_validator(mode="after")
     def _room_to_finetune(self):
         layers = len(self.hidden) + 1
         if self.epochs <= layers * self.pretrain_epochs:
-            raise ValueError(f"epochs ({self.epochs}) must exceed {layers} layers x pretrain_epochs "
+            raise ValueError(f"epochs: ({self.epochs}) must exceed {layers} layers x pretrain_epochs "
                              f"({self.pretrain_epochs}) to leave epochs for fine-tuning")
         return self
 

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 from scipy.linalg import subspace_angles
 from sklearn.decomposition import PCA as SklearnPCA
 from torch import Tensor, nn
 
-from .base import Analysis, Autoencoder, GradientTraining, ImageShape
+from .base import Analysis, Autoencoder, GradientTraining, ImageShape, Width
 
 
 class LinearConfig(GradientTraining):
-    code_size: int = Field(30, ge=1)
+    code_size: Width = 30
 
 
 class LinearAE(Autoencoder):

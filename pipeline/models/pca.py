@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pydantic import Field
 from sklearn.decomposition import PCA as SklearnPCA
 from torch import Tensor, nn
 
-from .base import Autoencoder, AutoencoderConfig, ClosedForm, ImageShape
+from .base import Autoencoder, AutoencoderConfig, ClosedForm, ImageShape, Width
 
 
 class PCAConfig(AutoencoderConfig):
-    code_size: int = Field(30, ge=1)
+    code_size: Width = 30
 
 
 class PCA(Autoencoder, ClosedForm):

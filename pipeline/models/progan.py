@@ -32,20 +32,20 @@ from torch import Tensor, nn
 
 from pipeline import StudyError
 
-from .base import GAN, Analysis, GANTraining, ImageShape
+from .base import GAN, Analysis, Channels, GANTraining, ImageShape, Width
 
 OnOff = Literal["on", "off"]
 
 
 class ProGANConfig(GANTraining):
-    latent_dim: int = Field(128, ge=1)
-    channels: list[int] = Field(default_factory=lambda: [64, 32, 16, 8])  # at 4, 8, 16, 32 pixels
+    latent_dim: Width = 128
+    channels: Channels = Field(default_factory=lambda: [64, 32, 16, 8])  # at 4, 8, 16, 32 pixels
     growth: Literal["progressive", "none"] = "progressive"
     minibatch_stddev: OnOff = "on"
     equalized_lr: OnOff = "on"
     pixel_norm: OnOff = "on"
     growth_share: float = Field(0.4375, gt=0, le=1)  # share of the budget spent growing (phases of equal length)
-    group_size: int = Field(4, ge=2)  # minibatch-stddev group
+    group_size: int = Field(4, ge=2, le=65536)  # minibatch-stddev group
     objective: Literal["nonsaturating", "nonsaturating_r1", "wgan_gp"] = "wgan_gp"
     lr_g: float = Field(1e-3, gt=0, le=1)
     lr_d: float = Field(1e-3, gt=0, le=1)
@@ -55,7 +55,8 @@ class ProGANConfig(GANTraining):
     @model_validator(mode="after")
     def _schedule_fits(self):
         if self.batch_size % self.group_size and self.minibatch_stddev == "on":
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of group_size ({self.group_size})")
+            raise ValueError(f"group_size: must divide batch_size ({self.batch_size}) when minibatch_stddev is on "
+                             f"(got {self.group_size})")
         return self
 
 
@@ -197,13 +198,19 @@ class Discriminator(nn.Module):
         return self.out(h.flatten(1)).flatten()  # (B,) scores
 
 
+def check_size(model: str, channels: list[int], shape: ImageShape) -> int:
+    """The side the networks work at (4x4 doubled once per further width in `channels`); the data must fit."""
+    size = 4 * 2 ** (len(channels) - 1)
+    if shape[1] != shape[2] or shape[1] > size:
+        raise StudyError(f"{model}: images must be square and at most {size}x{size} "
+                         f"({len(channels)} resolutions from 4x4); got {shape[1]}x{shape[2]}")
+    return size
+
+
 class ProGAN(GAN):
     def __init__(self, cfg: ProGANConfig, shape: ImageShape):
         top = len(cfg.channels) - 1
-        size = 4 * 2**top
-        if shape[1] != shape[2] or shape[1] > size:
-            raise StudyError(f"progan: images must be square and at most {size}x{size} "
-                             f"({len(cfg.channels)} resolutions from 4x4); got {shape[1]}x{shape[2]}")
+        size = check_size("progan", cfg.channels, shape)
         generator = Generator(cfg, shape[0])
         super().__init__(generator, Discriminator(cfg, shape[0], generator.schedule), cfg.latent_dim,
                          shape=shape, size=size)

@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Autoencoder, GradientTraining, ImageShape, reconstruction_loss
+from .base import Autoencoder, GradientTraining, ImageShape, Width, reconstruction_loss
 
 
 class RecurrentConfig(GradientTraining):
-    hidden: int = Field(100, ge=1)
-    code_size: int = Field(30, ge=1)
+    hidden: Width = 100
+    code_size: Width = 30
     output: Literal["linear", "sigmoid"] = "linear"
     loss: Literal["mse", "bce"] = "mse"
 

@@ -18,12 +18,12 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Analysis, Autoencoder, ImageShape, mlp, reconstruction_loss
+from .base import Analysis, Autoencoder, ImageShape, Width, mlp, reconstruction_loss
 from .stacked import StackedConfig
 
 
 class SparseConfig(StackedConfig):
-    code_size: int = Field(300, ge=1)  # overcomplete
+    code_size: Width = 300  # overcomplete
     penalty: Literal["l1", "kl"] = "kl"
     weight: float = Field(0.1, ge=0)  # lambda for l1, beta for kl
     target: float = Field(0.05, gt=0, lt=1)  # rho: the mean activation aimed for
@@ -51,7 +51,7 @@ class Sparse(Autoencoder):
         self.cfg, self.shape, self.code_size = cfg, shape, cfg.code_size
         d = int(np.prod(shape))
         self.encoder = nn.Sequential(mlp([d, *cfg.hidden], cfg.activation, last_act=True),
-                                     nn.Linear(cfg.hidden[-1], cfg.code_size), nn.Sigmoid())  # codings in (0, 1)
+                                     nn.Linear([d, *cfg.hidden][-1], cfg.code_size), nn.Sigmoid())  # codings in (0, 1)
         self.decoder = mlp([cfg.code_size, *cfg.hidden[::-1], d], cfg.activation, last_act=False)
         self.out = nn.Sigmoid() if cfg.output == "sigmoid" else nn.Identity()
 

@@ -12,12 +12,12 @@ import numpy as np
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .base import Autoencoder, GradientTraining, ImageShape, mlp, reconstruction_loss
+from .base import Autoencoder, GradientTraining, Hidden, ImageShape, Width, mlp, reconstruction_loss
 
 
 class StackedConfig(GradientTraining):
-    hidden: list[int] = Field(default_factory=lambda: [100])  # encoder widths; the decoder mirrors them
-    code_size: int = Field(30, ge=1)
+    hidden: Hidden = Field(default_factory=lambda: [100])  # encoder widths; the decoder mirrors them
+    code_size: Width = 30
     activation: Literal["relu", "selu", "elu", "tanh", "sigmoid"] = "relu"
     output: Literal["linear", "sigmoid"] = "linear"
     loss: Literal["mse", "bce"] = "mse"
@@ -25,9 +25,7 @@ class StackedConfig(GradientTraining):
     @model_validator(mode="after")
     def _bce_needs_sigmoid(self):
         if self.loss == "bce" and self.output != "sigmoid":
-            raise ValueError("loss 'bce' needs output 'sigmoid'")
-        if any(w < 1 for w in self.hidden):
-            raise ValueError("hidden widths must be >= 1")
+            raise ValueError("loss: 'bce' needs output 'sigmoid'")
         return self
 
 

@@ -21,19 +21,20 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .base import GAN, Analysis, GANTraining, ImageShape
-from .progan import Discriminator, EqualizedConv, EqualizedLinear, ProGANConfig, Schedule, pixel_norm
+from .base import GAN, Analysis, Channels, GANTraining, ImageShape, Width
+from .progan import (Discriminator, EqualizedConv, EqualizedLinear, ProGANConfig, Schedule, check_size,
+                     pixel_norm)
 
 
 class StyleGANConfig(GANTraining):
-    latent_dim: int = Field(64, ge=1)  # z and w
-    mapping_layers: int = Field(4, ge=1)
+    latent_dim: Width = 64  # z and w
+    mapping_layers: int = Field(4, ge=1, le=16)
     mapping_lr_scale: float = Field(0.01, gt=0, le=1)
-    channels: list[int] = Field(default_factory=lambda: [64, 32, 16, 8])  # at 4, 8, 16, 32 pixels
-    d_channels: list[int] = Field(default_factory=lambda: [64, 32, 16, 8])
+    channels: Channels = Field(default_factory=lambda: [64, 32, 16, 8])  # at 4, 8, 16, 32 pixels
+    d_channels: Channels = Field(default_factory=lambda: [64, 32, 16, 8])
     mixing_prob: float = Field(0.9, ge=0, le=1)
     coarse_layers: int = Field(4, ge=1)  # layers counted as "coarse" in the style-mixing figure (4x4 and 8x8)
     truncation: float = Field(1.0, ge=-2, le=2)  # psi used for the study's samples (1: no truncation)
@@ -43,6 +44,21 @@ class StyleGANConfig(GANTraining):
     lr_d: float = Field(2e-3, gt=0, le=1)
     beta1: float = Field(0.0, ge=0, lt=1)
     beta2: float = Field(0.99, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _shapes_agree(self):
+        layers = 2 * len(self.channels)  # two style layers per resolution
+        if len(self.d_channels) != len(self.channels):
+            raise ValueError(f"d_channels: one width per resolution, as many as channels ({len(self.channels)}); "
+                             f"got {len(self.d_channels)}")
+        if self.coarse_layers >= layers:
+            raise ValueError(f"coarse_layers: 1 to {layers - 1} (the synthesis network has {layers} style layers); "
+                             f"got {self.coarse_layers}")
+        group = ProGANConfig.model_fields["group_size"].default
+        if self.batch_size % group:
+            raise ValueError(f"batch_size: a multiple of {group}, the minibatch-stddev group of the discriminator; "
+                             f"got {self.batch_size}")
+        return self
 
 
 class StyleLayer(nn.Module):
@@ -128,7 +144,7 @@ class Generator(nn.Module):
 
 class StyleGAN(GAN):
     def __init__(self, cfg: StyleGANConfig, shape: ImageShape):
-        size = 4 * 2 ** (len(cfg.channels) - 1)
+        size = check_size("stylegan", cfg.channels, shape)
         d_cfg = ProGANConfig(channels=cfg.d_channels, growth="none", batch_size=cfg.batch_size)
         super().__init__(Generator(cfg, shape[0]), Discriminator(d_cfg, shape[0], Schedule(len(cfg.d_channels) - 1)),
                          cfg.latent_dim, shape=shape, size=size)

@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
-from .base import Analysis, Autoencoder, Generative, BudgetedTraining, ImageShape, mlp
+from .base import Analysis, Autoencoder, BudgetedTraining, Generative, Hidden, ImageShape, Width, mlp
 
 
 class VAEConfig(BudgetedTraining):
-    hidden: list[int] = Field(default_factory=lambda: [150, 100])
-    code_size: int = Field(10, ge=1)
+    hidden: Hidden = Field(default_factory=lambda: [150, 100])
+    code_size: Width = 10
     activation: Literal["relu", "selu", "elu", "tanh"] = "relu"
     reconstruction: Literal["mse", "bce"] = "mse"
     beta: float = Field(1.0, ge=0)
@@ -37,8 +37,8 @@ class VAE(Autoencoder, Generative):
         self.cfg, self.shape, self.code_size = cfg, shape, cfg.code_size
         d = int(np.prod(shape))
         self.encoder = mlp([d, *cfg.hidden], cfg.activation, last_act=True)
-        self.mu = nn.Linear(cfg.hidden[-1], cfg.code_size)
-        self.log_var = nn.Linear(cfg.hidden[-1], cfg.code_size)
+        self.mu = nn.Linear([d, *cfg.hidden][-1], cfg.code_size)
+        self.log_var = nn.Linear([d, *cfg.hidden][-1], cfg.code_size)
         self.decoder = nn.Sequential(mlp([cfg.code_size, *cfg.hidden[::-1], d], cfg.activation, False), nn.Sigmoid())
 
     def posterior(self, x: Tensor) -> tuple[Tensor, Tensor]:
