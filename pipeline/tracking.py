@@ -9,6 +9,7 @@ Default store: SQLite `mlflow.db` and `mlartifacts/` at the study root, which th
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -74,6 +75,7 @@ class MlflowTracker(NullTracker):
 
         self.mlflow = mlflow
         self.log_models = log_model
+        self.logged: set[tuple[str, int]] = set()  # (metric or image:key, step) already in the run
         uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / 'mlflow.db'}"
         mlflow.set_tracking_uri(uri)
         found = mlflow.get_experiment_by_name(experiment)
@@ -92,6 +94,7 @@ class MlflowTracker(NullTracker):
             active = self.mlflow.start_run(run_id=run_id)  # continuing an interrupted run
         else:
             active = self.mlflow.start_run(experiment_id=self.experiment_id, run_name=name)
+        self.logged = self._already_logged(run_id) if resumed else set()
         with active as run:
             if tags:
                 self.mlflow.set_tags(tags)
@@ -107,12 +110,31 @@ class MlflowTracker(NullTracker):
         except Exception:  # MlflowException: a checkpoint from another tracking store
             return False
 
+    def _already_logged(self, run_id: str) -> set[tuple[str, int]]:
+        """What an interrupted run logged before it died: every (metric, step) and (image:key, step).
+
+        A stage killed after logging an epoch but before checkpointing it replays that epoch on resume; what the
+        first attempt logged is not logged again, so each step of a metric or an image appears once."""
+        client = self.mlflow.MlflowClient()
+        done = {(key, m.step) for key in client.get_run(run_id).data.metrics
+                for m in client.get_metric_history(run_id, key)}
+        for f in client.list_artifacts(run_id, "images"):  # images/<key>+step+<step>+timestamp+...
+            if found := re.match(r"images/(.+?)[+%]step[+%](\d+)[+%]", f.path):
+                done.add((f"image:{found[1]}", int(found[2])))
+        return done
+
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        finite = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and np.isfinite(v)}
+        at = step or 0  # MLflow's step when none is given
+        finite = {k: float(v) for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and np.isfinite(v) and (k, at) not in self.logged}
         if finite:
             self.mlflow.log_metrics(finite, step=step)
+            self.logged.update((k, at) for k in finite)
 
     def log_image(self, image: torch.Tensor, key: str, step: int | None = None) -> None:
+        if (f"image:{key}", step or 0) in self.logged:
+            return
+        self.logged.add((f"image:{key}", step or 0))
         array = (image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()  # (H, W, C)
         if array.shape[-1] == 1:
             array = array[..., 0]

@@ -54,3 +54,42 @@ def test_corrupt_checkpoint_is_one_clear_error(tiny_cfg, tiny_data, tmp_path):
     paths.checkpoint.write_bytes(b"\x00garbage")
     with pytest.raises(StudyError, match="unreadable checkpoint .* delete it to start over"):
         train_model("stacked", tiny_cfg, tiny_data, paths)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs (not even `except Exception`)."""
+
+
+def test_an_epoch_logged_but_not_checkpointed_is_not_logged_twice(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    """Killed after epoch 1's metrics and grids reached MLflow but before its checkpoint: the resumed stage replays
+    the end of epoch 1 from the last periodic checkpoint, and MLflow still holds each epoch's values once."""
+    import mlflow
+
+    from pipeline.tracking import MlflowTracker
+    from pipeline.train.loop import Loop
+
+    paths = TrainPaths.for_model("stacked", tmp_path)
+    save = Loop.save
+
+    def dies_at_the_first_epoch_checkpoint(self):
+        if self.state.epoch == 1 and self.state.batch == 0:  # epoch 1 finished and logged, not yet saved
+            raise Killed
+        save(self)
+
+    monkeypatch.setattr(Loop, "save", dies_at_the_first_epoch_checkpoint)
+    with pytest.raises(Killed):
+        train_model("stacked", tiny_cfg, tiny_data, paths, tracker=MlflowTracker(tmp_path, "kill-test", log_model=False))
+    ck = torch.load(paths.checkpoint, weights_only=True)["state"]
+    assert ck["epoch"] == 0 and ck["step"] == 10  # the last periodic checkpoint, before epoch 1 ended
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(ck["run_id"], "test_mse")] == [1]  # epoch 1 was logged
+
+    monkeypatch.setattr(Loop, "save", save)
+    assert train_model("stacked", tiny_cfg, tiny_data, paths, tracker=MlflowTracker(tmp_path, "kill-test", log_model=False))
+    runs = client.search_runs([client.get_experiment_by_name("kill-test").experiment_id])
+    assert [r.info.run_id for r in runs] == [ck["run_id"]]  # one run, continued
+    for key in ("test_mse", "train_loss"):
+        assert [m.step for m in client.get_metric_history(ck["run_id"], key)] == [1, 2], key
+    images = [f.path for f in client.list_artifacts(ck["run_id"], "images") if f.path.endswith(".png")]
+    steps = sorted(p.split("+step+")[1].split("+")[0] for p in images)
+    assert steps == sorted(set(steps)) and len(steps) >= 2  # each epoch's grid once
