@@ -73,8 +73,14 @@ def test_equalized_learning_rate_scales_unit_weights_at_run_time():
     conv = EqualizedConv(32, 8, 3, padding=1, equalized=True)
     assert conv.scale == pytest.approx(math.sqrt(2 / (32 * 9)))
     assert 0.9 < float(conv.weight.std()) < 1.1  # N(0, 1) weights, the He constant applied in forward
-    plain = EqualizedConv(32, 8, 3, padding=1, equalized=False)
-    assert plain.scale == 1.0 and float(plain.weight.std()) < 0.3
+    plain = EqualizedConv(32, 8, 3, padding=1, equalized=False)  # the ablation: He init with the layer's gain
+    assert plain.scale == 1.0 and float(plain.weight.std()) == pytest.approx(math.sqrt(2 / (32 * 9)), rel=0.1)
+    rgb = EqualizedLinear(256, 512, equalized=False, gain=1.0)
+    assert float(rgb.weight.std()) == pytest.approx(1 / 16, rel=0.05)
+    torch.manual_seed(0)
+    x = torch.randn(64, 32, 8, 8)
+    on, off = EqualizedConv(32, 8, 3, padding=1), EqualizedConv(32, 8, 3, padding=1, equalized=False)
+    assert float(on(x).std()) == pytest.approx(float(off(x).std()), rel=0.15)  # same start, in distribution
 
 
 def test_progan_grows_and_fades_in():

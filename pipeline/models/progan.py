@@ -77,12 +77,15 @@ class ProGANNoPixelNormConfig(ProGANConfig):
 
 
 class EqualizedConv(nn.Conv2d):
-    """A convolution whose weights are N(0, 1) scaled at run time by sqrt(2 / fan_in) (when `equalized`)."""
+    """A convolution whose weights are N(0, 1) scaled at run time by He's constant gain / sqrt(fan_in) (when
+    `equalized`). Without it the same constant is the standard deviation of the initial weights instead: the
+    network starts identical in distribution, and only the learning dynamics differ (the ablation's point)."""
 
     def __init__(self, a: int, b: int, k: int, padding: int = 0, equalized: bool = True, gain: float = math.sqrt(2)):
         super().__init__(a, b, k, padding=padding)
-        self.scale = gain / math.sqrt(a * k * k) if equalized else 1.0
-        nn.init.normal_(self.weight) if equalized else nn.init.kaiming_normal_(self.weight, a=0.2)
+        he = gain / math.sqrt(a * k * k)
+        self.scale = he if equalized else 1.0
+        nn.init.normal_(self.weight, std=1.0 if equalized else he)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -92,8 +95,9 @@ class EqualizedConv(nn.Conv2d):
 class EqualizedLinear(nn.Linear):
     def __init__(self, a: int, b: int, equalized: bool = True, gain: float = math.sqrt(2)):
         super().__init__(a, b)
-        self.scale = gain / math.sqrt(a) if equalized else 1.0
-        nn.init.normal_(self.weight) if equalized else nn.init.kaiming_normal_(self.weight, a=0.2)
+        he = gain / math.sqrt(a)  # as EqualizedConv: run-time scale when equalized, initial std otherwise
+        self.scale = he if equalized else 1.0
+        nn.init.normal_(self.weight, std=1.0 if equalized else he)
         nn.init.zeros_(self.bias)
 
     def forward(self, x: Tensor) -> Tensor:
