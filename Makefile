@@ -1,5 +1,6 @@
 # make study: run the whole study (dvc repro) · make test: the test suite · make ui: browse runs in MLflow
-# make seeds: the three-seed comparison, into reports/three-seeds/
+# make server: a shared MLflow tracking server (stages log to it with MLFLOW_TRACKING_URI=http://host:port)
+# make seeds: the three-seed comparison, into reports/three-seeds/ · make compare: experiments side by side
 # Each target creates .venv and installs the project when missing (or when pyproject.toml changed).
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: study seeds sweep test ui install clean-runs
+.PHONY: study seeds sweep compare bench test ui server install clean-runs
 
 install: $(STAMP)
 
@@ -50,11 +51,42 @@ sweep: $(STAMP)
 	$(BIN)/dvc queue status
 	$(BIN)/python -m stages.sweep
 
+# Experiments side by side, readable: the headline metrics (reports/headline.json: `<model>.fid`, `.recall`,
+# `.test_mse`, `.probe_accuracy`, each with `_std`) and the params, only the columns whose values differ between the
+# rows (workspace, the commit, its experiments); then how the headline moved from HEAD to the workspace (or between
+# REVS="a b", commits or experiment names). EXPS="-A": the experiments of every commit; FORMAT="--md": to paste.
+NOT_HEADLINE := (?!Experiment$$|\w+\.(fid|recall|test_mse|probe_accuracy)(_std)?$$|seeds?$$|device$$|(data|budget|train|evaluator|evaluate|tracking|autoencoders|gans)\.)
+compare: $(STAMP)
+	$(BIN)/dvc exp show --no-pager --only-changed --drop '$(NOT_HEADLINE)' $(EXPS) $(FORMAT)
+	$(BIN)/dvc metrics diff --targets reports/headline.json $(FORMAT) -- $(REVS)
+
+# The study's loop against a plain PyTorch loop (DCGAN, conv autoencoder; images/s and ratio), then each whole
+# training stage from process start to model file. A benchmark: say which machine beside its numbers.
+bench: $(STAMP)
+	$(BIN)/dvc repro -q prepare evaluator
+	$(BIN)/python -m benchmarks.loop --stage $(BENCH_ARGS)
+
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+# A real tracking server for a team or for parallel experiments: a SQLite backend and an artifact store it serves
+# itself (clients upload and download artifacts through it, so they need no access to its disk). Loopback unless
+# SERVER_HOST says otherwise (0.0.0.0: every interface; put it behind your network's access control). Any backend or
+# artifact URI: make server SERVER_BACKEND=postgresql://... SERVER_ARTIFACTS=s3://bucket/mlflow
+SERVER_HOST ?= 127.0.0.1
+SERVER_PORT ?= 5001
+SERVER_STORE ?= $(CURDIR)/mlflow-server
+SERVER_BACKEND ?= sqlite:///$(SERVER_STORE)/mlflow.db
+SERVER_ARTIFACTS ?= $(SERVER_STORE)/artifacts
+server: $(STAMP)
+	@mkdir -p $(SERVER_STORE)
+	@echo "tracking server on http://$(SERVER_HOST):$(SERVER_PORT); stages log to it with:"
+	@echo "  export MLFLOW_TRACKING_URI=http://$(SERVER_HOST):$(SERVER_PORT)"
+	$(BIN)/mlflow server --host $(SERVER_HOST) --port $(SERVER_PORT) --workers 2 \
+		--backend-store-uri $(SERVER_BACKEND) --artifacts-destination $(SERVER_ARTIFACTS) --serve-artifacts
 
 clean-runs:  ## forget resume checkpoints (not results)
 	rm -rf checkpoints

@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -79,10 +80,33 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     assert (repo / "mlartifacts").is_dir()
 
 
+def test_a_teammate_pulls_the_study_from_a_dvc_remote_and_has_nothing_to_rerun(study, tmp_path):
+    """`dvc remote add` + `dvc push` here; a fresh `git clone` + `dvc pull` there gets byte-identical models and
+    outputs, and `dvc status` / `dvc repro` there have nothing to do."""
+    repo, env, _ = study
+    remote = tmp_path / "remote"
+    sh("dvc", "remote", "add", "-f", "-d", "team", str(remote), cwd=repo, env=env)
+    sh("git", "add", "-A", cwd=repo, env=env)
+    sh("git", "commit", "-qm", "tiny study results and the team remote", cwd=repo, env=env)
+    pushed = sh("dvc", "push", cwd=repo, env=env).stdout
+    assert "pushed" in pushed and remote.is_dir()
+
+    clone = tmp_path / "clone"
+    sh("git", "clone", "-q", str(repo), str(clone), cwd=tmp_path, env=env)
+    assert not (clone / "models" / "dcgan-42.pt").exists()
+    sh("dvc", "pull", cwd=clone, env={**env, "PYTHONPATH": str(clone)})
+    for path in sorted((repo / "models").glob("*.pt")) + sorted((repo / "runs").rglob("*.json")):
+        there = clone / path.relative_to(repo)
+        assert there.read_bytes() == path.read_bytes(), path
+    assert "Data and pipelines are up to date" in sh("dvc", "status", cwd=clone, env=env).stdout
+    again = sh("dvc", "repro", cwd=clone, env={**env, "PYTHONPATH": str(clone)}).stdout
+    assert "Running stage" not in again, again
+
+
 def test_the_user_loop_reruns_only_what_changed(study):
     repo, env, _ = study
     sh("git", "add", "-A", cwd=repo, env=env)
-    sh("git", "commit", "-qm", "results", cwd=repo, env=env)
+    sh("git", "commit", "--allow-empty", "-qm", "results", cwd=repo, env=env)
     assert "up to date" in sh("dvc", "repro", cwd=repo, env=env).stdout  # the no-op rerun
 
     raw = yaml.safe_load((repo / "params.yaml").read_text())
@@ -155,6 +179,79 @@ def test_the_learning_rate_sweep_runs_as_queued_experiments_and_reaches_the_repo
     sh("dvc", "repro", "report", cwd=repo, env=env)
     report = (repo / "reports" / "README.md").read_text()
     assert "## Tuning effort" in report and "| gan |" in report.split("## Tuning effort")[1]
+
+
+def test_make_compare_shows_two_experiments_headline_numbers_in_a_readable_table(study):
+    """The README's compare step after two experiments: a table of the headline metrics and the params that differ,
+    as wide as the terminal (nothing folded into '…' at 120 columns), with both experiments' FIDs; then the
+    headline diff between the two."""
+    repo, env, _ = study
+    bin_dir = Path(sys.executable).parent
+    for name, lr in (("cmp-a", "0.002"), ("cmp-b", "0.0005")):
+        sh("dvc", "exp", "run", "--temp", "-n", name, "-S", f"gans.gan.lr_g={lr}", cwd=repo, env=env)
+    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout)
+    fids = {}
+    for commit in shown:
+        for exp in commit.get("experiments") or []:
+            data = exp["revs"][0]["data"]
+            if exp.get("name") in ("cmp-a", "cmp-b"):
+                fids[exp["name"]] = data["metrics"]["reports/headline.json"]["data"]["gan"]["fid"]
+    assert set(fids) == {"cmp-a", "cmp-b"} and fids["cmp-a"] != fids["cmp-b"]
+    for width in (120, 80):
+        out = sh("make", "--no-print-directory", "compare", f"BIN={bin_dir}", "STAMP=", "REVS=cmp-a cmp-b", cwd=repo,
+                 env={**env, "COLUMNS": str(width)}).stdout
+        table, diff = out.split("Path", 1)
+        header = next(line for line in table.splitlines() if "Experiment" in line)
+        columns = header.split()
+        assert "gan.fid" in columns and "gans.gan.lr_g" in columns, table
+        assert len(columns) <= 8 and not any(c.startswith(("metrics/", "pipeline/")) for c in columns), table
+        assert all(len(line) <= width for line in table.splitlines()), table
+        if width >= 120:
+            assert "…" not in table, table  # nothing folded away (at 80, DVC may fold all but the first metric column)
+        rows = {name: next(line for line in table.splitlines() if f"[{name}]" in line) for name in fids}
+        for name, fid in fids.items():
+            assert f"{fid:.5g}"[:4] in rows[name], (name, fid, table)
+        assert "gan.fid" in diff and "cmp-a" in diff and "cmp-b" in diff, diff
+
+
+def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, tmp_path):
+    """`dvc queue start -j 2` runs two experiments in parallel; both log to one `make server` (SQLite behind a
+    server process, not a SQLite file written by two processes), and neither run is lost."""
+    from mlflow import MlflowClient
+
+    from tests.test_server import start_server, stop_server
+
+    repo, env, _ = study
+    proc, url = start_server(tmp_path / "store", tmp_path / "server.log")
+    try:
+        queued = {**env, "MLFLOW_TRACKING_URI": url}
+        names = {"par-a": "0.004", "par-b": "0.0008"}
+        for name, lr in names.items():
+            sh("dvc", "exp", "remove", "-q", name, cwd=repo, env=queued, check=False)
+            sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"gans.gan.lr_d={lr}", cwd=repo, env=queued)
+        sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=queued)
+        deadline = time.time() + 900
+        while time.time() < deadline:
+            status = sh("dvc", "queue", "status", cwd=repo, env=queued).stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            time.sleep(5)
+        assert all("Success" in line for line in status.splitlines() if any(n in line for n in names)), status
+        shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
+        assert all(name in shown for name in names)
+
+        client = MlflowClient(tracking_uri=url)
+        experiment = client.get_experiment_by_name(yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"])
+        runs = client.search_runs([experiment.experiment_id])
+        by_exp = {}
+        for r in runs:
+            by_exp.setdefault(r.data.tags.get("dvc.experiment"), set()).add(r.data.tags["dvc.stage"])
+        for name in names:
+            assert {"train_gan@gan-42", "evaluate_gan@gan-42", "report"} <= by_exp.get(name, set()), by_exp
+        assert all(r.info.status == "FINISHED" for r in runs)
+    finally:
+        sh("dvc", "queue", "stop", "--kill", cwd=repo, env=env, check=False)
+        stop_server(proc)
 
 
 def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):

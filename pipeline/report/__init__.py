@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline import StudyError
 from pipeline.config import StudyConfig
-from pipeline.io import atomic_dir, atomic_path, read_json
+from pipeline.io import atomic_dir, atomic_path, read_json, write_json
 from pipeline.models import MODELS, run_name
 
 
@@ -96,17 +96,42 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
                  read_json(metrics_dir / "lr_sweep.json") if (metrics_dir / "lr_sweep.json").is_file() else None)
 
 
+# The numbers each model's row of the report leads with: what `dvc exp show` and `dvc metrics diff` compare.
+HEADLINE = {"generative": ("fid", "recall"), "autoencoder": ("test_mse", "probe_accuracy")}
+
+
+def headline(study: Study) -> dict:
+    """{model: {metric: value, metric_std: spread}}: a generative model (it has an FID) by FID and recall, any other
+    autoencoder by test MSE and linear-probe accuracy; `_std` is the spread the report uses (over seeds when there
+    are several, else over sample sets), where the study has one. Their columns in `dvc exp show` are
+    `<model>.<metric>` (`dcgan.fid`): short, and one regex away from the hundreds of other metrics (`make compare`)."""
+    out: dict[str, dict[str, float]] = {}
+    for name, m in study.metrics.items():
+        keys = HEADLINE["generative" if "fid" in m else "autoencoder"]
+        row: dict[str, float] = {}
+        for k in keys:
+            if isinstance(m.get(k), (int, float)):
+                row[k] = round(float(m[k]), 6)
+                spread = m.get(f"{k}_std", m.get(f"{k}_seed_std"))
+                if isinstance(spread, (int, float)):
+                    row[f"{k}_std"] = round(float(spread), 6)
+        out[name] = row
+    return out
+
+
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
                  manifest_path: Path = Path("data/prepared/manifest.json")) -> Path:
-    """`out_dir`/README.md and `out_dir`/figures/, both replaced only when the whole report was written (anything
-    else in `out_dir`, such as the committed three-seed report, is left alone)."""
+    """`out_dir`/README.md, `out_dir`/figures/ and `out_dir`/headline.json, replaced only when the whole report was
+    written (anything else in `out_dir`, such as the committed three-seed report, is left alone)."""
     from pipeline.report.sections import SECTIONS
 
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme:
+        with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme, \
+                atomic_path(out_dir / "headline.json") as headline_json:
             study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
+            write_json(headline_json, headline(study))
             for n in study.metrics:
                 for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
                     shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")

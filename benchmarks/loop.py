@@ -1,0 +1,156 @@
+"""`make bench`: the study's training loop against a plain PyTorch loop on the same model, batches and optimizer.
+
+For DCGAN and the conv autoencoder of params.yaml, `--epochs` epochs of steps (default 2, so that the per-epoch
+work of the study's loop, its grids and test metrics, is inside the measurement) run twice from the same seed:
+
+- through the study: `train_model(..., max_steps=N)`, the code a training stage runs (checkpoints every
+  `train.checkpoint_every` steps and at each epoch end, per-epoch grids and test metrics, progress bar), timed from
+  the first step to the last (`Loop.run`), tracking off;
+- through a plain loop written here: the same seeded batch order, the same loss and optimizer, nothing else.
+
+It prints images/s of both and their ratio, and the wall time of the whole stage process (`python -m stages
+train-... --tracking none`, from process start to its model file) when `--stage` is given. A benchmark, not a
+test: times depend on the machine (state it beside the numbers) and on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from pipeline.config import load_config
+from pipeline.data import load, prepare
+from pipeline.models import build
+from pipeline.train.common import make_optimizer, seed_everything
+from pipeline.train.gan import update_ema
+from pipeline.train.loop import Loop
+from pipeline.train.objectives import OBJECTIVES
+from pipeline.train.run import train_model
+from pipeline.train.session import TrainPaths
+
+
+def plain_gan(cfg, name, data, steps: int) -> float:
+    seed_everything(cfg.seed)
+    mcfg = cfg.model(name)
+    model = build(name, mcfg, data.shape)
+    objective = OBJECTIVES[mcfg.objective](mcfg)
+    betas = (mcfg.beta1, mcfg.beta2)
+    opt_g = make_optimizer(mcfg.optimizer, model.generator.parameters(), mcfg.lr_g, betas)
+    opt_d = make_optimizer(mcfg.optimizer, model.discriminator.parameters(), mcfg.lr_d, betas)
+    x = data.x_train * 2 - 1
+    bs, n = mcfg.batch_size, len(x)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        epoch, b = divmod(step, n // bs)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        real = x[order[b * bs:(b + 1) * bs]]
+        fake = model.generator(model.latent(bs))
+        d_loss, _ = objective.discriminator_loss(model.discriminator, real, fake.detach(), step)
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        model.discriminator.requires_grad_(False)
+        g_loss = objective.generator_loss(model.discriminator, fake)
+        opt_g.zero_grad(set_to_none=True)
+        g_loss.backward()
+        opt_g.step()
+        model.discriminator.requires_grad_(True)
+        update_ema(model.ema, model.generator, mcfg.ema_decay, step)
+    return time.perf_counter() - t0
+
+
+def plain_autoencoder(cfg, name, data, steps: int) -> float:
+    seed_everything(cfg.seed)
+    mcfg = cfg.model(name)
+    model = build(name, mcfg, data.shape)
+    opt = make_optimizer(mcfg.optimizer, model.parameters(), mcfg.lr)
+    x = data.x_train
+    bs, n = mcfg.batch_size, len(x)
+    t0 = time.perf_counter()
+    for step in range(steps):
+        epoch, b = divmod(step, n // bs)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
+        loss = model.loss(x[order[b * bs:(b + 1) * bs]])["loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - t0
+
+
+def study_loop(cfg, name, data, steps: int, tmp: Path) -> float:
+    """Seconds spent in `Loop.run` (first step to last, epoch ends and checkpoints included)."""
+    spent: list[float] = []
+    run = Loop.run
+
+    @functools.wraps(run)
+    def timed(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return run(self, *args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - t0)
+
+    Loop.run = timed  # type: ignore[method-assign]
+    try:
+        finished = train_model(name, cfg, data, TrainPaths.for_model(name, tmp / name), max_steps=steps)
+    finally:
+        Loop.run = run  # type: ignore[method-assign]
+    assert not finished, f"{name}: the budget ended before {steps} steps"
+    return sum(spent)
+
+
+def stage_wall(name: str, family: str, tmp: Path) -> float:
+    """A whole training stage, process start to model file, tracking off, in a scratch copy of the study (params,
+    prepared data and the evaluator of this checkout; the checkout's own results are left alone)."""
+    work = tmp / f"stage-{name}"
+    (work / "models").mkdir(parents=True)
+    (work / "params.yaml").write_bytes(Path("params.yaml").read_bytes())
+    (work / "data").symlink_to(Path("data").resolve())
+    if Path("models/evaluator.pt").is_file():
+        (work / "models" / "evaluator.pt").write_bytes(Path("models/evaluator.pt").read_bytes())
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    env.pop("DVC_ROOT", None)
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "stages", f"train-{family}", name, "--tracking", "none"], check=True,
+                   capture_output=True, cwd=work, env=env)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=2, help="epochs of steps to time (default 2)")
+    ap.add_argument("--stage", action="store_true", help="also time each model's whole training stage "
+                    "(needs `dvc repro prepare evaluator` first)")
+    args = ap.parse_args()
+    cfg = load_config()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if Path("data/prepared/manifest.json").is_file():
+            data = load(Path("data/prepared"))
+        else:
+            prepare(cfg.data, cfg.seed, tmp / "data")
+            data = load(tmp / "data")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.x_train)} training images")
+        print(f"{'model':8} {'steps':>6} {'study img/s':>12} {'plain img/s':>12} {'ratio':>6}")
+        for name, family, plain in (("dcgan", "gan", plain_gan), ("conv", "ae", plain_autoencoder)):
+            bs = cfg.model(name).batch_size
+            steps = args.epochs * (len(data.x_train) // bs)
+            plain(cfg, name, data, min(steps, 5))  # warm-up: first calls allocate
+            ours = study_loop(cfg, name, data, steps, tmp)
+            base = plain(cfg, name, data, steps)
+            line = f"{name:8} {steps:6d} {steps * bs / ours:12.1f} {steps * bs / base:12.1f} {base / ours:6.3f}"
+            if args.stage:
+                line += f"   stage {stage_wall(name, family, tmp):.1f} s (process start to model file)"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
