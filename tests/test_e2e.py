@@ -187,6 +187,8 @@ def test_make_compare_shows_two_experiments_headline_numbers_in_a_readable_table
     headline diff between the two."""
     repo, env, _ = study
     bin_dir = Path(sys.executable).parent
+    sh("git", "add", "-A", cwd=repo, env=env)  # a commit of its own: `dvc exp show` lists the experiments of HEAD
+    sh("git", "commit", "--allow-empty", "-qm", "before comparing", cwd=repo, env=env)
     for name, lr in (("cmp-a", "0.002"), ("cmp-b", "0.0005")):
         sh("dvc", "exp", "run", "--temp", "-n", name, "-S", f"gans.gan.lr_g={lr}", cwd=repo, env=env)
     shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout)
@@ -198,7 +200,7 @@ def test_make_compare_shows_two_experiments_headline_numbers_in_a_readable_table
                 fids[exp["name"]] = data["metrics"]["reports/headline.json"]["data"]["gan"]["fid"]
     assert set(fids) == {"cmp-a", "cmp-b"} and fids["cmp-a"] != fids["cmp-b"]
     for width in (120, 80):
-        out = sh("make", "--no-print-directory", "compare", f"BIN={bin_dir}", "STAMP=", "REVS=cmp-a cmp-b", cwd=repo,
+        out = sh("make", "-s", "--no-print-directory", "compare", f"BIN={bin_dir}", "STAMP=", "REVS=cmp-a cmp-b", cwd=repo,
                  env={**env, "COLUMNS": str(width)}).stdout
         table, diff = out.split("Path", 1)
         header = next(line for line in table.splitlines() if "Experiment" in line)
@@ -226,6 +228,12 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
     try:
         queued = {**env, "MLFLOW_TRACKING_URI": url}
         names = {"par-a": "0.004", "par-b": "0.0008"}
+        sh("dvc", "queue", "stop", "--kill", cwd=repo, env=env, check=False)  # no worker left from another test
+        # the study's MLflow experiment exists before two stages log at once (the first `dvc repro` against a
+        # server creates it; two stages creating it at the same instant would race)
+        client = MlflowClient(tracking_uri=url)
+        experiment_name = yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"]
+        client.create_experiment(experiment_name)
         for name, lr in names.items():
             sh("dvc", "exp", "remove", "-q", name, cwd=repo, env=queued, check=False)
             sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"gans.gan.lr_d={lr}", cwd=repo, env=queued)
@@ -236,12 +244,12 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
             if not any(word in status for word in ("Queued", "Running")):
                 break
             time.sleep(5)
-        assert all("Success" in line for line in status.splitlines() if any(n in line for n in names)), status
+        mine = [line for line in status.splitlines() if any(n in line for n in names)]
+        assert len(mine) == 2 and all("Success" in line for line in mine), status
         shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
         assert all(name in shown for name in names)
 
-        client = MlflowClient(tracking_uri=url)
-        experiment = client.get_experiment_by_name(yaml.safe_load((repo / "params.yaml").read_text())["tracking"]["experiment"])
+        experiment = client.get_experiment_by_name(experiment_name)
         runs = client.search_runs([experiment.experiment_id])
         by_exp = {}
         for r in runs:
