@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from pipeline import StudyError
-from pipeline.evaluate.metrics import (class_coverage, embed, fid_kid, generative_metrics, linear_probe, pca_mse,
-                                       precision_recall)
+from pipeline.evaluate.metrics import (Gaussian, class_coverage, embed, fid, generative_metrics, kid, linear_probe,
+                                       pca_mse, precision_recall)
 from pipeline.models.pca import PCA, PCAConfig
 
 
@@ -37,10 +37,42 @@ def test_class_coverage_counts_and_kl():
 
 def test_fid_of_a_set_with_itself_is_zero_and_grows_with_corruption(tiny_cfg, tiny_data, tiny_evaluator):
     x = tiny_data.x_train[:200]
-    same = fid_kid(tiny_evaluator, x, x.clone(), tiny_cfg.evaluate, 0)
-    noisy = fid_kid(tiny_evaluator, x, (x + 0.5 * torch.rand_like(x)).clamp(0, 1), tiny_cfg.evaluate, 0)
+    same = generative_metrics(tiny_evaluator, x, x.clone(), tiny_cfg.evaluate, 0, 10)
+    noisy = generative_metrics(tiny_evaluator, x, (x + 0.5 * torch.rand_like(x)).clamp(0, 1), tiny_cfg.evaluate, 0, 10)
     assert abs(same["fid"]) < 1e-2 and noisy["fid"] > 10 * max(same["fid"], 1e-3)
     assert noisy["kid_mean"] > same["kid_mean"]
+
+
+class _Identity(torch.nn.Module):
+    """torchmetrics' custom feature extractor that takes features as they are."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.num_features = dim
+
+    def forward(self, x):
+        return x
+
+
+def test_fid_and_kid_from_features_agree_with_torchmetrics():
+    """Our FID/KID work on features computed once; torchmetrics (the reference) on the same features."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(600, 16, generator=g).double()
+    fake = (1.3 * torch.randn(400, 16, generator=g) + 0.4).double()
+    ref = FrechetInceptionDistance(feature=_Identity(16))
+    ref.update(real, real=True)
+    ref.update(fake, real=False)
+    assert fid(Gaussian(real), Gaussian(fake)) == pytest.approx(float(ref.compute()), rel=1e-6)
+    # one subset of every sample: no random draw on either side, so the two must agree exactly
+    ref = KernelInceptionDistance(feature=_Identity(16), subsets=1, subset_size=400)
+    ref.update(real[:400], real=True)
+    ref.update(fake, real=False)
+    assert kid(real[:400], fake, 1, 400, 0)[0] == pytest.approx(float(ref.compute()[0]), rel=1e-6)
+    mean, std = kid(real, fake, 20, 100, 0)
+    assert mean > 0 and std > 0 and kid(real, fake, 20, 100, 0) == (mean, std)  # seeded
 
 
 def test_generative_metrics_are_deterministic_and_complete(tiny_cfg, tiny_data, tiny_evaluator):
@@ -69,7 +101,7 @@ def test_the_evaluator_refuses_images_outside_0_1(tiny_cfg, tiny_data, tiny_eval
     with pytest.raises(StudyError, match=r"\[0, 1\]"):
         embed(tiny_evaluator, tiny_data.x_test * 255)
     with pytest.raises(StudyError, match=r"\[0, 1\]"):
-        fid_kid(tiny_evaluator, tiny_data.x_train, tiny_data.x_test * 2 - 1, tiny_cfg.evaluate, 0)
+        generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test * 2 - 1, tiny_cfg.evaluate, 0, 10)
     with pytest.raises(StudyError, match="float"):
         embed(tiny_evaluator, (tiny_data.x_test * 255).to(torch.uint8))
 
@@ -81,7 +113,7 @@ def test_class_count_comes_from_the_data(tiny_data, tiny_evaluator, tiny_cfg):
 
 def test_kid_subset_larger_than_the_samples_is_refused(tiny_cfg, tiny_data, tiny_evaluator):
     with pytest.raises(StudyError, match="kid_subset_size"):
-        fid_kid(tiny_evaluator, tiny_data.x_train, tiny_data.x_test[:20], tiny_cfg.evaluate, 0)
+        generative_metrics(tiny_evaluator, tiny_data.x_train, tiny_data.x_test[:20], tiny_cfg.evaluate, 0, 10)
 
 
 def test_pca_baseline_matches_the_pca_model(tiny_data):

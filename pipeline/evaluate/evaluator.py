@@ -57,18 +57,6 @@ def check_range(x: Tensor) -> Tensor:
     return x
 
 
-class Features(nn.Module):
-    """The evaluator as torchmetrics' custom feature extractor: images in [0, 1] -> features."""
-
-    def __init__(self, net: EvaluatorNet):
-        super().__init__()
-        self.net = net.eval()
-        self.num_features = net.num_features
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net.features(check_range(x))
-
-
 def random_shift(x: Tensor, pixels: float = 2.0) -> Tensor:
     """Translate each image by up to `pixels` in x and y (bilinear, zero padding)."""
     n, _, h, w = x.shape

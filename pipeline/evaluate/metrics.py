@@ -1,6 +1,8 @@
 """Metrics, all computed in the evaluator's feature space or on its predicted labels.
 
-- FID and KID: torchmetrics, with the evaluator as a custom feature extractor (`Features`).
+- FID (Heusel et al. 2017) and KID (Binkowski et al. 2018, cubic polynomial kernel, unbiased MMD² over random
+  subsets), computed from the evaluator's features. Each image goes through the evaluator once: the real
+  features once per stage, each generated set's once (tests/test_metrics.py checks both against torchmetrics).
 - Precision and recall: Kynkäänniemi et al. 2019, "Improved precision and recall metric for assessing
   generative models": each set's manifold is the union of balls reaching each point's k-th nearest neighbour
   in that set; precision = share of generated points inside the real manifold, recall = share of real points
@@ -23,18 +25,12 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from torch import Tensor
-from torchmetrics.image.fid import FrechetInceptionDistance
-from torchmetrics.image.kid import KernelInceptionDistance
 
 from pipeline import StudyError
 from pipeline.config import EvaluateConfig
 from pipeline.data import Dataset
-from pipeline.evaluate.evaluator import EvaluatorNet, Features, check_range
+from pipeline.evaluate.evaluator import EvaluatorNet, check_range
 from pipeline.models.base import Autoencoder, Generative
 from pipeline.train.common import batched
 
@@ -53,26 +49,40 @@ def classifier(net: EvaluatorNet):
     return lambda images: embed(net, images)[1]
 
 
-def fid_kid(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int) -> dict[str, float]:
-    subset = cfg.kid_subset_size
-    if subset > min(len(real), len(fake)):
-        raise StudyError(f"evaluate.kid_subset_size ({subset}) exceeds the image count "
+class Gaussian:
+    """Mean and covariance of a feature set (float64): all FID needs of it."""
+
+    def __init__(self, features: Tensor):
+        f = features.double()
+        self.mean = f.mean(0)
+        centred = f - self.mean
+        self.cov = centred.T @ centred / max(len(f) - 1, 1)
+
+
+def fid(real: Gaussian, fake: Gaussian) -> float:
+    """||mu_r - mu_g||² + Tr(S_r + S_g - 2 (S_r S_g)^½); the trace of the root is the sum of the square roots of
+    the eigenvalues of S_r S_g (real and non-negative for two covariance matrices, up to rounding)."""
+    root = torch.linalg.eigvals(real.cov @ fake.cov).real.clamp_min(0).sqrt().sum()
+    return float((real.mean - fake.mean).square().sum() + real.cov.trace() + fake.cov.trace() - 2 * root)
+
+
+def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
+    """Unbiased MMD² with the kernel k(x, y) = (x·y / d + 1)³, on `subsets` seeded random subsets of each set;
+    mean and (population) standard deviation over the subsets."""
+    if subset_size > min(len(real), len(fake)):
+        raise StudyError(f"evaluate.kid_subset_size ({subset_size}) exceeds the image count "
                          f"({len(real)} real, {len(fake)} generated)")
-    features = Features(net)
-    warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-    fid = FrechetInceptionDistance(feature=features, normalize=True).to(real.device)
-    kid = KernelInceptionDistance(feature=features, subsets=cfg.kid_subsets, subset_size=subset,
-                                  normalize=True).to(real.device)
-    with torch.no_grad():
-        for metric in (fid, kid):
-            for chunk in real.split(500):
-                metric.update(chunk, real=True)
-            for chunk in fake.split(500):
-                metric.update(chunk, real=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # KID draws random subsets
-            kid_mean, kid_std = kid.compute()
-        return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std)}
+    real, fake = real.double(), fake.double()
+    gen, d, m = torch.Generator().manual_seed(seed), real.shape[1], subset_size
+    scores = []
+    for _ in range(subsets):
+        x = real[torch.randperm(len(real), generator=gen)[:m].to(real.device)]
+        y = fake[torch.randperm(len(fake), generator=gen)[:m].to(fake.device)]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        off = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))  # noqa: E731
+        scores.append(off(kxx) + off(kyy) - 2 * kxy.mean())
+    scores = torch.stack(scores)
+    return float(scores.mean()), float(scores.std(unbiased=False))
 
 
 def _kth_radius(points: Tensor, k: int) -> Tensor:
@@ -127,17 +137,36 @@ def _finite(out: dict) -> dict:
     return out
 
 
+class RealSet:
+    """The real side of every comparison, embedded once: all features (FID, KID) and their Gaussian."""
+
+    def __init__(self, net: EvaluatorNet, real: Tensor):
+        self.features, _ = embed(net, real)
+        self.gaussian = Gaussian(self.features)
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def set_metrics(real: RealSet, fake_f: Tensor, fake_pred: Tensor, cfg: EvaluateConfig, seed: int, num_classes: int,
+                with_kid: bool = True) -> dict:
+    """One generated set (its features and predicted classes) against the real set: FID (and KID) against every
+    real image, precision/recall against as many real images as generated ones (a seeded subset)."""
+    same = real.features[subsample(len(real), len(fake_f), seed).to(real.features.device)]
+    precision, recall = precision_recall(same, fake_f, cfg.knn_k)
+    out = {"fid": fid(real.gaussian, Gaussian(fake_f)), "precision": precision, "recall": recall,
+           **class_coverage(fake_pred, num_classes, cfg.coverage_min_share),
+           "n_real": len(real), "n_real_pr": len(same), "n_generated": len(fake_f)}
+    if with_kid:
+        out["kid_mean"], out["kid_std"] = kid(real.features, fake_f, cfg.kid_subsets, cfg.kid_subset_size, seed)
+    return _finite(out)
+
+
 def generative_metrics(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int,
                        num_classes: int) -> dict:
     """FID/KID against every real image; precision/recall against as many real images as generated ones."""
-    real_f, _ = embed(net, real)
     fake_f, fake_pred = embed(net, fake)
-    same = real_f[subsample(len(real_f), len(fake_f), seed).to(real_f.device)]
-    precision, recall = precision_recall(same, fake_f, cfg.knn_k)
-    out = {**fid_kid(net, real, fake, cfg, seed), "precision": precision, "recall": recall,
-           **class_coverage(fake_pred, num_classes, cfg.coverage_min_share),
-           "n_real": len(real), "n_real_pr": len(same), "n_generated": len(fake)}
-    return _finite(out)
+    return set_metrics(RealSet(net, real), fake_f, fake_pred, cfg, seed, num_classes)
 
 
 SPREAD = ("fid", "kid_mean", "precision", "recall", "class_kl")
@@ -145,11 +174,13 @@ SPREAD = ("fid", "kid_mean", "precision", "recall", "class_kl")
 
 def generative_metrics_sets(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int,
                             num_classes: int) -> dict:
-    """`generative_metrics` on each of the disjoint sets of `cfg.n_generated` images in `fake`: the mean of each
-    metric, its standard deviation over the sets (`<metric>_std`) and the per-set values (`<metric>_sets`).
-    Classes covered are counted over all sets together."""
-    sets = [generative_metrics(net, real, chunk, cfg, seed + i, num_classes)
-            for i, chunk in enumerate(fake.split(cfg.n_generated))]
+    """`set_metrics` on each of the disjoint sets of `cfg.n_generated` images in `fake`: the mean of each metric,
+    its standard deviation over the sets (`<metric>_std`) and the per-set values (`<metric>_sets`). Classes
+    covered are counted over all sets together."""
+    reals = RealSet(net, real)
+    fake_f, fake_pred = embed(net, fake)
+    sets = [set_metrics(reals, f, p, cfg, seed + i, num_classes)
+            for i, (f, p) in enumerate(zip(fake_f.split(cfg.n_generated), fake_pred.split(cfg.n_generated)))]
     out = dict(sets[0])
     for k in SPREAD:
         values = torch.tensor([m[k] for m in sets], dtype=torch.float64)
@@ -157,8 +188,7 @@ def generative_metrics_sets(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: 
         out[f"{k}_std"] = float(values.std(unbiased=True)) if len(sets) > 1 else 0.0
     out["kid_subset_std"] = float(torch.tensor([m["kid_std"] for m in sets]).mean())
     del out["kid_std"]
-    _, preds = embed(net, fake)
-    out.update(class_coverage(preds, num_classes, cfg.coverage_min_share), sample_sets=len(sets),
+    out.update(class_coverage(fake_pred, num_classes, cfg.coverage_min_share), sample_sets=len(sets),
                n_generated=len(fake) // len(sets))
     return out
 
@@ -180,31 +210,22 @@ class Judge:
     def __init__(self, net: EvaluatorNet, real: Tensor, cfg: EvaluateConfig, num_classes: int, seed: int):
         self.net, self.cfg, self.num_classes, self.seed = net.eval(), cfg, num_classes, seed
         self.n = cfg.curve_samples
-        real_f, _ = embed(net, real)
-        self.real_pr = real_f[subsample(len(real_f), self.n, seed).to(real_f.device)]
-        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-        self.fid = FrechetInceptionDistance(feature=Features(net), normalize=True,
-                                            reset_real_features=False).to(real.device)
-        with torch.no_grad():
-            for chunk in real.split(500):
-                self.fid.update(chunk, real=True)
+        self.real = RealSet(net, real)
 
     @torch.no_grad()
     def score(self, model: Generative) -> dict[str, float]:
-        fake = draw(model, self.n, self.seed + 3)
-        fake_f, preds = embed(self.net, fake)
-        self.fid.reset()  # forgets the fake features only
-        for chunk in fake.split(500):
-            self.fid.update(chunk, real=False)
-        precision, recall = precision_recall(self.real_pr, fake_f, self.cfg.knn_k)
-        cover = class_coverage(preds, self.num_classes, self.cfg.coverage_min_share)
-        fid = float(self.fid.compute())
-        return {"fid": fid if math.isfinite(fid) else None, "precision": precision, "recall": recall,
-                "classes_covered": cover["classes_covered"], "class_kl": cover["class_kl"]}
+        fake_f, preds = embed(self.net, draw(model, self.n, self.seed + 3))
+        out = set_metrics(self.real, fake_f, preds, self.cfg, self.seed, self.num_classes, with_kid=False) \
+            if bool(torch.isfinite(fake_f).all()) else {"fid": None, "precision": 0.0, "recall": 0.0,
+                                                        **class_coverage(preds, self.num_classes,
+                                                                         self.cfg.coverage_min_share)}
+        return {k: out[k] for k in ("fid", "precision", "recall", "classes_covered", "class_kl")}
 
 
 def pca_mse(x_train: Tensor, x_test: Tensor, code_size: int) -> float:
     """Test MSE of scikit-learn's PCA, reconstructions clipped to [0, 1] like every model's."""
+    from sklearn.decomposition import PCA
+
     train = x_train.flatten(1).double().cpu().numpy()
     test = x_test.flatten(1).double().cpu().numpy()
     pca = PCA(n_components=code_size, svd_solver="full").fit(train)
@@ -213,6 +234,9 @@ def pca_mse(x_train: Tensor, x_test: Tensor, code_size: int) -> float:
 
 def linear_probe(train_codes: Tensor, y_train: Tensor, test_codes: Tensor, y_test: Tensor, max_iter: int) -> float:
     from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
     with warnings.catch_warnings():
