@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from pipeline import StudyError, brief
 from pipeline.config import DataConfig
@@ -112,6 +111,7 @@ def split(images: Images, cfg: DataConfig, seed: int) -> dict[str, np.ndarray]:
             f"data: test_size ({cfg.test_size}) + train_size ({train_size}) must fit in the {n} images "
             f"and each be at least the number of classes ({k})"
         )
+    from sklearn.model_selection import train_test_split  # seconds to import: only here
     idx_train, idx_test = train_test_split(
         np.arange(n), train_size=train_size, test_size=cfg.test_size, stratify=images.y, random_state=seed
     )

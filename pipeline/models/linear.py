@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.linalg import subspace_angles
-from sklearn.decomposition import PCA as SklearnPCA
 from torch import Tensor, nn
 
 from .base import Analysis, Autoencoder, GradientTraining, ImageShape, Width
@@ -41,6 +39,8 @@ class LinearAE(Autoencoder):
 
     @torch.no_grad()
     def analyze(self, x_train: Tensor, x_test: Tensor, seed: int) -> Analysis:
+        from scipy.linalg import subspace_angles  # scipy and scikit-learn: seconds to import, only here
+        from sklearn.decomposition import PCA as SklearnPCA
         pca = SklearnPCA(n_components=self.code_size, svd_solver="full").fit(x_train.flatten(1).double().cpu().numpy())
         decoder_columns = self.decoder.weight.double().cpu().numpy()  # (D, code)
         angles = np.degrees(subspace_angles(decoder_columns, pca.components_.T))  # largest first

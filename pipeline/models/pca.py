@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.decomposition import PCA as SklearnPCA
 from torch import Tensor, nn
 
 from .base import Autoencoder, AutoencoderConfig, ClosedForm, ImageShape, Width
@@ -31,6 +30,7 @@ class PCA(Autoencoder, ClosedForm):
 
     def fit(self, x: Tensor) -> None:
         flat = x.flatten(1).double().cpu().numpy()  # (N, D)
+        from sklearn.decomposition import PCA as SklearnPCA  # seconds to import: only here
         pca = SklearnPCA(n_components=self.code_size, svd_solver="full").fit(flat)
         self.mean.copy_(torch.from_numpy(pca.mean_))
         self.components.copy_(torch.from_numpy(pca.components_))
