@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together
 study: $(STAMP)
-	$(BIN)/dvc repro
+	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
 
 # Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's runs come back from
 # DVC's run cache, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the
@@ -69,8 +70,14 @@ bench: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# Opens on the study's runs table: the experiment is tagged as model training (not GenAI), and the URL printed
+# below goes straight to its runs.
+UI_PORT ?= 5000
 ui: $(STAMP)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	@$(BIN)/python -c "import mlflow, yaml; mlflow.set_tracking_uri('sqlite:///$(CURDIR)/mlflow.db'); \
+		e = mlflow.get_experiment_by_name(yaml.safe_load(open('params.yaml'))['tracking']['experiment']); \
+		print('runs table: http://127.0.0.1:$(UI_PORT)/#/experiments/' + e.experiment_id + '/runs' if e else 'no runs yet: run make study')" 2>/dev/null
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port $(UI_PORT)
 
 # A real tracking server for a team or for parallel experiments: a SQLite backend and an artifact store it serves
 # itself (clients upload and download artifacts through it, so they need no access to its disk). Loopback unless

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,9 +39,12 @@ def run_tags(root: Path, stage: str, model: str | None = None, seed: int | None 
                                 timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    tags = {"git.commit": commit or "unknown", "dvc.stage": os.environ.get("DVC_STAGE", stage)}
+    tags = {"git.commit": commit or "unknown", "dvc.stage": os.environ.get("DVC_STAGE", stage),
+            "workspace": str(Path.cwd().resolve()), "host": socket.gethostname()}
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.experiment"] = os.environ["DVC_EXP_NAME"]
+    if group := os.environ.get("STUDY_RUN") or os.environ.get("DVC_EXP_NAME"):
+        tags["study.run"] = group  # the runs of one `make study` (or one experiment) together
     if model:
         tags["model"] = model
     if seed is not None:
@@ -68,6 +72,19 @@ class NullTracker:
     def log_model(self, model: nn.Module, example: torch.Tensor) -> None:
         pass
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        pass
+
+    def describe(self, text: str) -> None:
+        """The run's description (markdown), shown on its page and in the runs table."""
+
+
+# The experiment is one of model training: MLflow 3's UI then opens it on its runs table (not the GenAI overview)
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development",
+                   "mlflow.note.content": "The autoencoder, GAN & diffusion study: one run per DVC stage "
+                                          "(tags `dvc.stage`, `model`, `seed`; `study.run` groups the runs of one "
+                                          "`make study`, `dvc.experiment` those of one `dvc exp run`)."}
+
 
 class MlflowTracker(NullTracker):
     def __init__(self, root: Path, experiment: str, log_model: bool = True):
@@ -84,12 +101,23 @@ class MlflowTracker(NullTracker):
         else:
             local = uri.startswith("sqlite:") or uri.startswith("file:")
             location = (Path(root).resolve() / "mlartifacts").as_uri() if local else None
-            self.experiment_id = mlflow.create_experiment(experiment, artifact_location=location)
+            try:
+                self.experiment_id = mlflow.create_experiment(experiment, artifact_location=location,
+                                                              tags=EXPERIMENT_TAGS)
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a stage running in parallel
+                self.experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+            found = mlflow.get_experiment(self.experiment_id)
+        if found.tags.get("mlflow.experimentKind") != EXPERIMENT_TAGS["mlflow.experimentKind"]:
+            client = mlflow.MlflowClient()
+            for k, v in EXPERIMENT_TAGS.items():  # a store made by an earlier version of the study
+                client.set_experiment_tag(self.experiment_id, k, v)
 
     @contextmanager
     def run(self, name: str, run_id: str | None = None, tags: dict | None = None,
             params: dict | None = None) -> Iterator[str]:
         resumed = run_id is not None and self._exists(run_id)
+        if not resumed and tags:
+            self._end_abandoned(tags)
         if resumed:
             active = self.mlflow.start_run(run_id=run_id)  # continuing an interrupted run
         else:
@@ -102,6 +130,24 @@ class MlflowTracker(NullTracker):
                 flat = {k: ("null" if v is None else v) for k, v in flatten(params).items()}
                 self.mlflow.log_params(flat)
             yield run.info.run_id
+
+    def _end_abandoned(self, tags: dict) -> None:
+        """Runs of this stage, in this workspace on this machine, still RUNNING although no checkpoint continues them
+        (the stage was killed from outside and its checkpoint is gone): marked KILLED, as they are. A queued
+        experiment runs in a workspace of its own, so parallel ones never end each other's runs."""
+        keys = ("dvc.stage", "workspace", "host")
+        if not all(tags.get(k) for k in keys) or any("'" in tags[k] for k in keys):
+            return
+        client = self.mlflow.MlflowClient()
+        where = " and ".join(f"tags.`{k}` = '{tags[k]}'" for k in keys) + " and attributes.status = 'RUNNING'"
+        for run in client.search_runs([self.experiment_id], filter_string=where, max_results=100):
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.mlflow.set_tags(tags)
+
+    def describe(self, text: str) -> None:
+        self.mlflow.set_tag("mlflow.note.content", text)
 
     def _exists(self, run_id: str) -> bool:
         try:

@@ -47,6 +47,9 @@ def tracker_for(cfg, tracking: Tracking):
 def one_line_errors(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        from pipeline.clock import CLOCK
+
+        CLOCK.mark_startup()  # interpreter, imports and argument parsing: the stage's profile.json shows it
         try:
             return fn(*args, **kwargs)
         except StudyError as exc:

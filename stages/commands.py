@@ -57,10 +57,23 @@ SEED = typer.Option(None, "--seed", help="One of params.yaml's seeds (default: t
 
 
 def _train(name: str, family: str, family_loop, seed: int | None, params: Path, tracking: Tracking) -> None:
-    from pipeline.data import load
-    from pipeline.models import TRAIN_STAGE, run_name, spec
-    from pipeline.models.base import Generative
+    from pipeline.clock import CLOCK
+    from pipeline.models import run_name
     from pipeline.train.session import TrainPaths, run_session
+
+    with CLOCK.phase("setup"):
+        cfg, data, judge, tracker = _train_setup(name, family, seed, params, tracking)
+    run = run_name(name, cfg.seed)
+    run_session(family_loop, name, cfg, data, TrainPaths.for_model(run), tracker, study_root(), judge=judge)
+    typer.echo(f"trained {name} (seed {cfg.seed}) -> models/{run}.pt")
+
+
+def _train_setup(name: str, family: str, seed: int | None, params: Path, tracking: Tracking):
+    """Config, data, the judge of a generative model's curve (the evaluator, embedding the real images once) and
+    the tracker."""
+    from pipeline.data import load
+    from pipeline.models import TRAIN_STAGE, spec
+    from pipeline.models.base import Generative
 
     cfg = _config(params)
     if spec(name).family != family:
@@ -77,10 +90,7 @@ def _train(name: str, family: str, family_loop, seed: int | None, params: Path, 
 
         device = resolve_device(cfg.device)
         judge = judge_for(load_evaluator(Path("models/evaluator.pt")), data, cfg.evaluate, cfg.seed, device)
-    run = run_name(name, cfg.seed)
-    run_session(family_loop, name, cfg, data, TrainPaths.for_model(run), tracker_for(cfg, tracking), study_root(),
-                judge=judge)
-    typer.echo(f"trained {name} (seed {cfg.seed}) -> models/{run}.pt")
+    return cfg, data, judge, tracker_for(cfg, tracking)
 
 
 @command
@@ -110,13 +120,16 @@ def evaluate(name: str = typer.Argument(..., help="A trained model listed in par
     from pipeline.evaluate.run import evaluate_model
     from pipeline.models import run_name
 
-    cfg = _config(params)
-    cfg.model(name)
-    cfg = cfg.with_seed(seed)
-    run = run_name(name, cfg.seed)
-    metrics = evaluate_model(name, cfg, load(DATA), Path(f"models/{run}.pt"), load_evaluator(Path("models/evaluator.pt")),
-                             Path(f"metrics/{run}.json"), Path(f"runs/{run}/eval"), tracker_for(cfg, tracking),
-                             study_root())
+    from pipeline.clock import CLOCK
+
+    with CLOCK.phase("setup"):
+        cfg = _config(params)
+        cfg.model(name)
+        cfg = cfg.with_seed(seed)
+        run = run_name(name, cfg.seed)
+        data, net, tracker = load(DATA), load_evaluator(Path("models/evaluator.pt")), tracker_for(cfg, tracking)
+    metrics = evaluate_model(name, cfg, data, Path(f"models/{run}.pt"), net, Path(f"metrics/{run}.json"),
+                             Path(f"runs/{run}/eval"), tracker, study_root())
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{run}: {shown}")
 

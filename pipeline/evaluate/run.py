@@ -8,10 +8,12 @@ real-vs-real floor (test split against train split, the same code) comes with th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
 
+from pipeline.clock import CLOCK
 from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
@@ -27,19 +29,58 @@ from pipeline.train.common import (batched, count_params, grid, interleave_rows,
 
 def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path, net: EvaluatorNet,
                    metrics_path: Path, out_dir: Path, tracker=None, root: Path = Path(".")) -> dict:
+    """Metrics, grids and arrays of one model; `profile.json` in `out_dir` says where the stage's time went."""
     tracker = tracker or NullTracker()
-    device = resolve_device(cfg.device)
-    model, payload = load_model(model_path, device)
-    model.eval()
-    seed_everything(cfg.seed)  # a fresh process starts from a random global RNG state; analyses may draw from it
-    net = net.to(device)
-    x_train, x_test = data.x_train.to(device), data.x_test.to(device)
-    y_train, y_test = data.y_train.to(device), data.y_test.to(device)
+    with CLOCK.phase("setup"):
+        device = resolve_device(cfg.device)
+        model, payload = load_model(model_path, device)
+        model.eval()
+        seed_everything(cfg.seed)  # a fresh process starts from a random global RNG state; analyses may draw from it
+        net = net.to(device)
+        x_train, x_test = data.x_train.to(device), data.x_test.to(device)
+        y_train, y_test = data.y_train.to(device), data.y_test.to(device)
+    with CLOCK.phase("analysis"):
+        metrics, grids, arrays = _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_test)
+    stage = f"{EVAL_STAGE[spec(name).family]}@{run_name(name, cfg.seed)}"
+    with tracker.run(stage, tags=run_tags(root, stage, name, cfg.seed),
+                     params={"model": name, "seed": cfg.seed, "evaluate": cfg.evaluate.model_dump()}):
+        with CLOCK.phase("write"), atomic_dir(out_dir) as tmp:
+            for key, images in grids.items():
+                image = grid(images)
+                save_grid(image, tmp / f"{key}.png")
+                tracker.log_image(image, key=key)
+            if arrays:
+                write_json(tmp / "arrays.json", arrays)
+        with CLOCK.phase("tracking"):
+            tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            tracker.describe(description(name, payload["family"], metrics))
+        write_json(metrics_path, metrics)
+        tracker.log_artifact(metrics_path)
+        write_json(out_dir / "profile.json", CLOCK.profile())
+    return metrics
+
+
+def description(name: str, family: str, m: dict) -> str:
+    """The evaluation run's description in MLflow: the model and its headline numbers."""
+    text = f"**{name}** ({family}, seed {m['seed']}), {m['parameters']:,} parameters."
+    if "fid" in m:
+        text += (f" FID {m['fid']:.1f} ± {m['fid_std']:.1f} over {m['sample_sets']} sets of {m['n_generated']:,} "
+                 f"samples, recall {m['recall']:.2f}, {m['classes_covered']} classes covered.")
+    if "test_mse" in m:
+        text += f" Test MSE {m['test_mse']:.4f} ({m['mse_ratio_to_pca']:.2f} × PCA's)."
+    return text
+
+
+def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_test):
+    """What the model can do, by what it is: (metrics, grids, arrays). Sampling and metric time is charged to
+    the clock's `sampling` and `metrics`; the rest (the models' own analyses, few-label runs, t-SNE) is
+    `analysis`."""
+    device = x_train.device
     grids: dict[str, torch.Tensor] = {}
     arrays: dict[str, list] = {}
     metrics: dict = {"model": name, "seed": cfg.seed, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
-        metrics.update(autoencoder_metrics(model, x_train, y_train, x_test, y_test, cfg.evaluate))
+        metrics.update(_charged("metrics", autoencoder_metrics, model, x_train, y_train, x_test, y_test, cfg.evaluate))
         for phase, mse in payload["extra"].get("phase_test_mse", {}).items():
             metrics[f"test_mse_after_{phase}"] = mse
         by_class = x_test[showcase(data.y_test, len(data.y_test)).to(device)]  # classes in turn, for pictures
@@ -66,20 +107,19 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
             metrics.update(own.metrics)
             grids.update(own.grids)
             arrays.update(own.arrays)
-        fake = draw(model, cfg.evaluate.n_generated * cfg.evaluate.sample_sets, cfg.seed + 1)  # disjoint sets
-        metrics.update(generative_metrics_sets(net, x_train, fake, cfg.evaluate, cfg.seed, data.num_classes))
+        n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
+        fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
+        metrics.update(_charged("metrics", generative_metrics_sets, net, x_train, fake, cfg.evaluate, cfg.seed,
+                                data.num_classes))
         grids["samples"] = fake[: cfg.train.grid_size]
-    stage = f"{EVAL_STAGE[spec(name).family]}@{run_name(name, cfg.seed)}"
-    with tracker.run(stage, tags=run_tags(root, stage, name, cfg.seed),
-                     params={"model": name, "seed": cfg.seed, "evaluate": cfg.evaluate.model_dump()}):
-        with atomic_dir(out_dir) as tmp:
-            for key, images in grids.items():
-                image = grid(images)
-                save_grid(image, tmp / f"{key}.png")
-                tracker.log_image(image, key=key)
-            if arrays:
-                write_json(tmp / "arrays.json", arrays)
-        tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        write_json(metrics_path, metrics)
-        tracker.log_artifact(metrics_path)
-    return metrics
+    return metrics, grids, arrays
+
+
+def _charged(kind: str, fn, *args):
+    """fn(*args), its time charged to `kind` and taken out of the enclosing `analysis` phase."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    seconds = time.perf_counter() - t0
+    CLOCK.add(kind, seconds)
+    CLOCK.add("analysis", -seconds)  # the enclosing phase adds its whole time when it ends
+    return out

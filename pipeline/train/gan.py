@@ -27,10 +27,10 @@ from pipeline.train.session import Session
 @torch.no_grad()
 def update_ema(ema: nn.Module, live: nn.Module, decay: float, step: int) -> None:
     decay = min(decay, (1 + step) / (10 + step))  # short warm-up: early EMA follows the live weights closely
-    for pe, p in zip(ema.parameters(), live.parameters()):
-        pe.lerp_(p, 1 - decay)
-    for be, b in zip(ema.buffers(), live.buffers()):
-        be.copy_(b)
+    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)  # one fused call
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(live.buffers()))
 
 
 @torch.no_grad()

@@ -9,6 +9,10 @@ This driver owns everything that must be identical whether or not the run was in
 - a checkpoint (written atomically every `checkpoint_every` steps and at each epoch end) holds every module
   and optimizer state, the torch RNG state, the epoch's running sums and the history so far;
 - a checkpoint is resumed only when its fingerprint (model, config, seed, data checksum, code) matches this run;
+- a step whose loss terms are not finite, or weights that are not, stop training at once with one line (model,
+  epoch, step, the terms, the learning rates); the last checkpoint written before it is kept, never a bad one;
+- where the time goes is recorded (`profile`): optimizer steps, end-of-epoch work, curve points, checkpoint
+  writes and tracking calls;
 - training lasts `epochs` epochs, or `images` images (the budget every generative model shares; the last epoch
   is then cut short), and at `points` evenly spaced steps of it `on_point` measures the model (a curve point:
   FID and recall against the images seen), recorded in the checkpointed state like the history.
@@ -16,6 +20,7 @@ This driver owns everything that must be identical whether or not the run was in
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -46,6 +51,12 @@ class Progress:
     seconds: float = 0.0  # time spent in training steps (excludes end-of-epoch evaluation)
     run_id: str | None = None  # the tracking run, continued on resume
     curve: list[dict[str, Any]] = field(default_factory=list)  # curve points measured so far
+    profile: dict[str, float] = field(default_factory=dict)  # seconds outside the steps, by kind of work
+    lowest: dict[str, float] = field(default_factory=dict)  # smallest |value| of each step metric so far
+
+
+class Diverged(StudyError):
+    """Training produced a non-finite loss or weight: stopped, nothing written after the last good checkpoint."""
 
 
 class Loop:
@@ -72,7 +83,36 @@ class Loop:
         self.state = Progress()
 
     # -- checkpoints ---------------------------------------------------------------------------------------
+    def _timed(self, kind: str, fn: Callable, *args) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.state.profile[kind] = round(self.state.profile.get(kind, 0.0) + time.perf_counter() - t0, 4)
+
+    def _rates(self) -> str:
+        return ", ".join(f"{k} " + "/".join(f"{g['lr']:.3g}" for g in o.param_groups) for k, o in self.optimizers.items())
+
+    def _diverged(self, what: str) -> Diverged:
+        s = self.state
+        kept = (f"the last good checkpoint is kept ({self.checkpoint})" if self.checkpoint.is_file()
+                else "no checkpoint was written yet")
+        return Diverged(f"{self.desc}: training diverged at epoch {s.epoch + 1}, step {s.step}: {what} "
+                        f"(learning rates: {self._rates() or 'none'}); lower them and rerun. {kept}; "
+                        f"no model file written")
+
+    def check_weights(self) -> None:
+        """Every floating tensor of every module finite, or Diverged (before a checkpoint or a model file)."""
+        for k, m in self.modules.items():
+            for name, t in m.state_dict().items():
+                if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                    raise self._diverged(f"{k}.{name} has non-finite values")
+
     def save(self) -> None:
+        self.check_weights()
+        self._timed("checkpoint", self._save)
+
+    def _save(self) -> None:
         payload = {
             "fingerprint": self.fingerprint,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
@@ -160,28 +200,33 @@ class Loop:
                     t0 = time.perf_counter()
                     metrics = step(x[idx], y[idx])
                     s.seconds += time.perf_counter() - t0
+                    if not all(math.isfinite(v) for v in metrics.values()):
+                        s.step += 1
+                        raise self._diverged("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                     for k, v in metrics.items():
                         s.sums[k] = s.sums.get(k, 0.0) + v
+                        s.lowest[k] = min(s.lowest.get(k, math.inf), abs(v))
                         s.counts[k] = s.counts.get(k, 0) + 1
                     s.batch, s.step, s.images = b + 1, s.step + 1, s.images + bs
                     bar.update(1)
                     if s.step in at:
-                        point = {"step": s.step, "images": s.images, "seconds": round(s.seconds, 3), **on_point()}
+                        point = {"step": s.step, "images": s.images, "seconds": round(s.seconds, 3),
+                                 **self._timed("curve", on_point)}
                         s.curve.append(point)
-                        on_curve(point)
+                        self._timed("tracking", on_curve, point)
                     if s.step % self.checkpoint_every == 0:
                         self.save()
                     if max_steps is not None and s.step >= max_steps:
                         self.save()
                         return False
                 row = {"epoch": epoch + 1, **{f"train_{k}": v / s.counts[k] for k, v in s.sums.items()}}
-                extra = end_epoch(epoch + 1)
+                extra = self._timed("epoch_end", end_epoch, epoch + 1)
                 if clash := row.keys() & extra.keys():
                     raise RuntimeError(f"{self.desc}: epoch metrics {sorted(clash)} come from both the step and the epoch end")
                 row.update(extra)
                 s.history.append(row)
                 s.epoch, s.batch, s.sums, s.counts = epoch + 1, 0, {}, {}
-                on_epoch(row)
+                self._timed("tracking", on_epoch, row)
                 shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in row.items() if k != "epoch")
                 tqdm.write(f"{self.desc} epoch {epoch + 1}/{epochs}  {shown}", file=sys.stderr)
@@ -194,3 +239,7 @@ class Loop:
         s = self.state
         return {"train_seconds": round(s.seconds, 3), "images_seen": s.images, "steps": s.step,
                 "images_per_second": round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0}
+
+    def profile(self) -> dict[str, float]:
+        """Seconds by kind of work inside the loop: steps, and each kind of work between them."""
+        return {"steps": round(self.state.seconds, 3), **{k: round(v, 3) for k, v in sorted(self.state.profile.items())}}

@@ -12,6 +12,8 @@ precision, recall and coverage against images seen and training seconds.
 from __future__ import annotations
 
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from pipeline.clock import CLOCK
 from pipeline.code import code_hash, command_files
 from pipeline.config import StudyConfig, config_dump
 from pipeline.data import Dataset
@@ -30,15 +33,27 @@ from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, 
 from pipeline.train.loop import Loop
 
 
+GRID_EPOCHS = 20  # per-epoch grids: every epoch up to 20 epochs, every k-th beyond (a PNG and an MLflow image each)
+
+
 @dataclass(frozen=True)
 class TrainPaths:
     model: Path  # models/<name>.pt: the trained model (written last, atomically)
     run_dir: Path  # runs/<name>/train: history.json, timing.json, grids/
     checkpoint: Path  # checkpoints/<name>.ckpt: resume point, deleted when training completes
 
+    plots: Path = Path("plots")  # plots/<family>_history/<name>.json, plots/curve/<name>.json: DVC plots (dvc.yaml)
+
     @classmethod
     def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
-        return cls(root / "models" / f"{name}.pt", root / "runs" / name / "train", root / "checkpoints" / f"{name}.ckpt")
+        return cls(root / "models" / f"{name}.pt", root / "runs" / name / "train", root / "checkpoints" / f"{name}.ckpt",
+                   root / "plots")
+
+
+# What `dvc plots` draws per epoch for each family: the fields every model of the family has (one schema per
+# directory, as DVC's plot definitions by directory need), and the curve of a generative model against images seen.
+PLOT_FIELDS = {"autoencoder": ("train_mse", "test_mse"), "gan": ("train_d_loss", "train_g_loss")}
+CURVE_FIELDS = ("images", "seconds", "fid", "recall", "classes_covered")
 
 
 class Session:
@@ -73,6 +88,10 @@ class Session:
                     checkpoint_every=self.cfg.train.checkpoint_every, fingerprint=self.fingerprint, desc=self.name)
         if not loop.restore():
             self.fresh_run_dir()
+        n = len(self.data.x_train)
+        epochs_total = -(-loop.total_steps(n) // (n // batch_size))
+        every = -(-epochs_total // GRID_EPOCHS)
+        self.grid_epochs = {e for e in range(1, epochs_total + 1) if e % every == 0} | {epochs_total}
         return loop
 
     def fresh_run_dir(self) -> None:
@@ -84,8 +103,11 @@ class Session:
         return self.tracker.run(self.stage, run_id=run_id, tags=run_tags(self.root, self.stage, self.name, self.cfg.seed),
                                 params=self.params)
 
-    def grid(self, images: Tensor, key: str, epoch: int) -> None:
-        """Save a per-epoch grid under grids/ and send it to the tracker as an evolving image."""
+    def grid(self, images: Tensor, key: str, epoch: int, force: bool = False) -> None:
+        """Save an epoch's grid under grids/ and send it to the tracker as an evolving image: at most GRID_EPOCHS
+        evenly spaced epochs of a run (and its last) get one, unless `force`."""
+        if not (force or epoch in getattr(self, "grid_epochs", {epoch})):
+            return
         image = grid(images)
         save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
         self.tracker.log_image(image, key=key, step=epoch)
@@ -105,8 +127,10 @@ class Session:
                             points=self.cfg.budget.curve_points, on_curve=self.log_point):
                 return False
             before_finish()
+            loop.check_weights()
             self.model.eval()
-            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history), loop.state.curve)
+            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history), loop.state.curve,
+                        loop.profile(), loop.state.lowest)
         loop.discard()
         return True
 
@@ -116,17 +140,66 @@ class Session:
         self.tracker.log_metrics(values, step=point["images"])
 
     def finish(self, history: list[dict], timing: dict, example: Tensor, extra: dict | None = None,
-               curve: list[dict] | None = None) -> None:
-        """Write history, curve, timing and (last) the model file; log the model; the run is then complete."""
+               curve: list[dict] | None = None, loop_profile: dict | None = None,
+               lowest: dict[str, float] | None = None) -> None:
+        """Write history, curve, timing, health and (last) the model file; log the model; the run is then
+        complete. profile.json (where the stage's time went) is written after the model, as the stage's last
+        word on its own wall time."""
+        t0 = time.perf_counter()
         write_json(self.paths.run_dir / "history.json", history)
         if curve:
             write_json(self.paths.run_dir / "curve.json", curve)
         write_json(self.paths.run_dir / "timing.json", timing)
+        family, run = self.spec.family, self.paths.run_dir.parent.name
+        write_json(self.paths.plots / f"{family}_history" / f"{run}.json",
+                   [{"epoch": r["epoch"], **{k: r[k] for k in PLOT_FIELDS[family] if k in r}} for r in history])
+        write_json(self.paths.plots / "curve" / f"{run}.json",  # [] for a model that generates nothing
+                   [{k: p[k] for k in CURVE_FIELDS} for p in curve or []])
+        found = health(history, curve or [], self.data.num_classes, lowest or {})
+        write_json(self.paths.run_dir / "health.json", found)
+        if found["status"] != "ok":
+            print(f"warning: {self.name} (seed {self.cfg.seed}): {found['reason']}", file=sys.stderr)
+        self.tracker.set_tags({"health": found["status"]})
+        self.tracker.describe(self.description(timing, curve or [], found))
         self.tracker.log_metrics({"train_seconds": timing["train_seconds"],
                                   "images_per_second": timing["images_per_second"]})
-        save_model(self.paths.model, self.name, self.spec.family, config_dump(self.mcfg), self.data.shape,
-                   self.model, {"epochs": len(history), **(extra or {})})
-        self.tracker.log_model(self.model, example)
+        CLOCK.add("write", time.perf_counter() - t0)
+        with CLOCK.phase("export"):
+            save_model(self.paths.model, self.name, self.spec.family, config_dump(self.mcfg), self.data.shape,
+                       self.model, {"epochs": len(history), **(extra or {})})
+            self.tracker.log_model(self.model, example)
+        write_json(self.paths.run_dir / "profile.json", CLOCK.profile(loop_profile))
+
+    def description(self, timing: dict, curve: list[dict], found: dict) -> str:
+        """The run's description in MLflow: what was trained, on what budget, and how it ended."""
+        budget = f"{timing['images_seen']:,} images ({timing['steps']:,} steps)"
+        text = (f"**{self.name}** ({self.spec.family}, seed {self.cfg.seed}): {budget} in {timing['train_seconds']:.0f} s "
+                f"of steps, {timing['images_per_second']:,.0f} images/s.")
+        if curve and curve[-1].get("fid") is not None:
+            text += (f" At the end of training (curve, {self.cfg.evaluate.curve_samples} samples): FID "
+                     f"{curve[-1]['fid']:.1f}, recall {curve[-1]['recall']:.2f}, {curve[-1]['classes_covered']} classes.")
+        if found["status"] != "ok":
+            text += f" Warning: {found['reason']}."
+        return text + " Final metrics: the evaluate stage's run of the same model."
+
+
+BLOW_UP = 1000.0  # a loss whose last epoch is this many times its best step (or 1, if larger) has blown up
+
+
+def health(history: list[dict], curve: list[dict], num_classes: int, lowest: dict[str, float]) -> dict:
+    """How a finished run ended: "ok", "blew_up" (a training loss's last epoch averages BLOW_UP times its
+    smallest step value, floored at 1) or "collapsed" (the last curve point covers fewer than half the
+    classes). Such a run still finishes: it is named, not stopped (non-finite values stop it, in the loop)."""
+    last = history[-1] if history else {}
+    for key in sorted(k for k in lowest if k.endswith("loss")):
+        end, best = abs(last.get(f"train_{key}", 0.0)), lowest[key]
+        if end > BLOW_UP * max(best, 1.0):
+            return {"status": "blew_up", "reason": f"train_{key} ended at {end:.3g} after {best:.3g} at its best step: "
+                                                   f"training blew up (a learning rate too high?)"}
+    if curve and curve[-1].get("classes_covered", num_classes) < num_classes / 2:
+        return {"status": "collapsed", "reason": f"its samples cover {curve[-1]['classes_covered']} of {num_classes} "
+                                                 f"classes at the end of training (mode collapse)"}
+    return {"status": "ok", "reason": ""}
 
 
 def run_session(family_loop, name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,
@@ -136,5 +209,6 @@ def run_session(family_loop, name: str, cfg: StudyConfig, data: Dataset, paths: 
     The caller imports the family's loop itself (pipeline.train.autoencoder or .gan), so that a training stage
     imports only its own family's loop. `judge` (pipeline.evaluate.metrics.Judge) measures a generative model's
     curve."""
-    session = Session(name, cfg, data, paths, tracker, root, judge)
+    with CLOCK.phase("setup"):
+        session = Session(name, cfg, data, paths, tracker, root, judge)
     return family_loop(session, max_steps=max_steps)
