@@ -19,7 +19,7 @@ from tests.conftest import ROOT, write_params
 
 pytestmark = pytest.mark.e2e
 # what the pipeline writes: left behind so that the copy starts from the code and params alone
-OUTPUTS = ("data/prepared", "models/", "runs/", "metrics/", "reports/", "checkpoints/", "dvc.lock", "mlflow.db",
+OUTPUTS = ("data/prepared", "models/", "runs/", "metrics/", "plots/", "reports/", "checkpoints/", "dvc.lock", "mlflow.db",
            "mlartifacts/")
 
 
@@ -67,7 +67,21 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     assert dcgan["fid"] > evaluator["real_vs_real"]["fid"] and dcgan["n_generated"] == 100 and dcgan["sample_sets"] == 2
     report = (repo / "reports" / "README.md").read_text()
     assert "## Autoencoders" in report and "## Generative quality" in report and "| stacked |" in report
+    assert "## Where the time goes" in report and "training ended" in report  # profile.json, health.json
+    profile = json.loads((repo / "runs" / "stacked-42" / "train" / "profile.json").read_text())
+    assert profile["steps"] > 0 and profile["wall"] >= profile["steps"] + profile["startup"]
     assert (repo / "reports" / "figures" / "curves_gans.png").stat().st_size > 1000
+
+    # DVC plots: every model's per-epoch curves and every generative model's FID curve, by directory definition
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env).stdout)
+    assert not plots.get("errors"), plots["errors"]
+    data = plots["data"]
+    assert {"plots/autoencoder_history/stacked-42.json", "plots/gan_history/dcgan-42.json",
+            "plots/curve/dcgan-42.json", "plots/curve/vae-42.json"} <= data.keys(), sorted(data)
+    values = data["plots/gan_history/dcgan-42.json"][0]["content"]["data"]["values"]
+    assert [v["epoch"] for v in values] == [1, 2] and all("train_g_loss" in v for v in values)
+    curve = data["plots/curve/vae-42.json"][0]["content"]["data"]["values"]
+    assert [v["images"] for v in curve] == [384, 800] and all(v["fid"] > 0 for v in curve)
 
     import mlflow
 
@@ -248,6 +262,13 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
         assert len(mine) == 2 and all("Success" in line for line in mine), status
         shown = sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout
         assert all(name in shown for name in names)
+        # the two experiments' loss curves, overlaid by `dvc plots diff` (the param changed: the curves differ)
+        diff = json.loads(sh("dvc", "plots", "diff", *names, "--json", cwd=repo, env=env).stdout)
+        values = diff["data"]["plots/gan_history/gan-42.json"][0]["content"]["data"]["values"]
+        by_rev = {}
+        for v in values:
+            by_rev.setdefault(v["rev"], []).append(v["train_d_loss"])
+        assert len(by_rev) == 2 and len(set(map(tuple, by_rev.values()))) == 2, by_rev
 
         experiment = client.get_experiment_by_name(experiment_name)
         runs = client.search_runs([experiment.experiment_id])
