@@ -61,6 +61,9 @@ def over_seeds(runs: list[dict]) -> dict:
     by its mean and given `<key>_seed_std` and `<key>_per_seed`. Where there are several seeds, `<key>_std` (the
     spread over sample sets within a run) becomes the spread over seeds, the one that counts."""
     out = dict(runs[0])
+    if "health" in out:  # the worst ending over the seeds
+        worst = max(runs, key=lambda r: HEALTH.index(r.get("health", "ok")))
+        out["health"], out["health_reason"] = worst.get("health", "ok"), worst.get("health_reason", "")
     if len(runs) == 1:
         return out
     for k, v in runs[0].items():
@@ -74,6 +77,24 @@ def over_seeds(runs: list[dict]) -> dict:
     return out
 
 
+HEALTH = ("ok", "collapsed", "blew_up")  # worst last
+
+
+def _stage_profiles(run_dir: Path) -> dict:
+    """Where a model's two stages spent their time (profile.json of train and eval: `train_profile`,
+    `eval_profile`, with `train_wall` / `eval_wall` as numbers the seeds average) and how its training ended
+    (`health`, from health.json). Runs made before these files existed simply lack them."""
+    out: dict = {}
+    for stage in ("train", "eval"):
+        if (p := run_dir / stage / "profile.json").is_file():
+            out[f"{stage}_profile"] = read_json(p)
+            out[f"{stage}_wall"] = out[f"{stage}_profile"]["wall"]
+    if (p := run_dir / "train" / "health.json").is_file():
+        found = read_json(p)
+        out["health"], out["health_reason"] = found["status"], found["reason"]
+    return out
+
+
 def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
     names, first = list(cfg.models()), cfg.seeds[0]
     by_seed: dict[str, dict[int, dict]] = {}
@@ -84,7 +105,7 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
             m = _load(metrics_dir / f"{run}.json", f"evaluate stage of {run}")
             history = _load(runs_dir / run / "train" / "history.json", f"train stage of {run}")
             by_seed[n][seed] = {**m, **_load(runs_dir / run / "train" / "timing.json", f"train stage of {run}"),
-                                "epochs": len(history)}
+                                "epochs": len(history), **_stage_profiles(runs_dir / run)}
     metrics = {n: over_seeds([by_seed[n][s] for s in cfg.seeds]) for n in names}
     histories = {n: read_json(runs_dir / run_name(n, first) / "train" / "history.json") for n in names}
     arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "eval" / "arrays.json").is_file() else {}

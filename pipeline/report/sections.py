@@ -125,7 +125,9 @@ def _curves(study: Study, names: list[str]) -> list[str]:
         return []
     path = fig.curves_per_model({n: study.histories[n] for n in names}, "test_mse", "train_mse",
                                 "reconstruction MSE per epoch", study.figures / "curves_autoencoders.png")
-    return ["Reconstruction MSE per epoch, train (dashed) against test (solid): where the two part, the model "
+    splits = study.manifest['splits']
+    return [f"Reconstruction MSE per epoch, train (dashed; a fixed seeded subset of {splits['test']['images']:,} "
+            "training images, as many as the test split) against test (solid): where the two part, the model "
             f"over-fits its {study.manifest['splits']['train']['images']:,} training images.", "",
             f"![curves](figures/{path})"]
 
@@ -368,7 +370,7 @@ def generative(study: Study) -> str | None:
                       ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
                       (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
                       ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
-                      ("images/s", "images_per_second", _int)], rows),
+                      ("images/s", "images_per_second", _int), ("training ended", "health", _health)], rows),
         "",
         f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
         f"whatever its batch size. " + (
@@ -381,18 +383,73 @@ def generative(study: Study) -> str | None:
             f"{cfg.evaluate.n_generated:,} generated images; classes covered and times are means over the seeds. ")
         + "All measured in the "
         f"evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not Inception's: the "
-        "numbers compare models within this study, not with published FIDs). FID and KID (torchmetrics; KID over "
-        f"{cfg.evaluate.kid_subsets} subsets of {cfg.evaluate.kid_subset_size}) compare the generated images with "
+        "numbers compare models within this study, not with published FIDs). FID and KID (cubic polynomial kernel, unbiased, over "
+        f"{cfg.evaluate.kid_subsets} random subsets of {cfg.evaluate.kid_subset_size}) compare the generated images with "
         "the whole train split; precision and recall (k-nearest-neighbour manifolds, Kynkäänniemi et al. 2019, "
         f"k = {cfg.evaluate.knn_k}) with an equal number of train images, sampled with the study's seed. A class is "
         f"covered when the evaluator assigns it at least {cfg.evaluate.coverage_min_share:g} × 1/{k} of the samples "
         f"(all sets together); class KL is the KL divergence of the predicted-class histogram from uniform (0: "
         f"balanced; ln {k} ≈ {np.log(k):.3f}: a single class). The first row is the floor: the same code comparing "
-        "the real test split with the train split. Train time counts optimizer steps only.",
+        "the real test split with the train split. Train time counts optimizer steps only (where the rest of each "
+        "stage's time goes: below). \"Training ended\": ok, ⚠ collapsed (the last curve point covers fewer than half "
+        "the classes) or ⚠ blew up (a loss ended three orders of magnitude above its best step): the training "
+        "stage's own verdict (runs/<m>-<seed>/train/health.json), also a warning line of the stage and an MLflow tag.",
         "",
         "Samples (the first 64 of the generated images):",
         "",
         images(study, names, "samples"),
+        "",
+    ])
+
+
+def _health(v: Any) -> str:
+    return "–" if v is None else ("ok" if v == "ok" else f"⚠ {v.replace('_', ' ')}")
+
+
+PHASES = {"train": ["startup", "setup", "steps", "epoch_end", "curve", "checkpoint", "tracking", "write", "export",
+                    "other"],
+          "eval": ["startup", "setup", "sampling", "metrics", "analysis", "write", "tracking", "other"]}
+
+
+def time_profile(study: Study) -> str | None:
+    """Where each stage's wall time went (profile.json of every training and evaluation stage, first seed)."""
+    names = [n for n in study.metrics if "train_profile" in study.metrics[n] and "eval_profile" in study.metrics[n]]
+    if not names:
+        return None
+    rows, totals = [], {"train": 0.0, "eval": 0.0, "steps": 0.0}
+    for n in names:
+        m = study.metrics[n]
+        tp, ep = m["train_profile"], m["eval_profile"]
+        row = {"model": n, "train_wall": tp["wall"], "steps": tp.get("steps", 0.0),
+               "overhead": tp["wall"] - tp.get("steps", 0.0), "eval_wall": ep["wall"],
+               "share": (tp["wall"] - tp.get("steps", 0.0)) / tp["wall"] if tp["wall"] else 0.0}
+        row["largest"] = ", ".join(f"{k} {tp[k]:.1f}" for k in sorted(
+            (k for k in PHASES["train"] if k != "steps" and k in tp), key=lambda k: -tp[k])[:3])
+        row["eval_largest"] = ", ".join(f"{k} {ep[k]:.1f}" for k in sorted(
+            (k for k in PHASES["eval"] if k in ep), key=lambda k: -ep[k])[:2])
+        rows.append(row)
+        totals["train"] += tp["wall"]
+        totals["eval"] += ep["wall"]
+        totals["steps"] += tp.get("steps", 0.0)
+    worst = max(rows, key=lambda r: r["overhead"])
+    evaluation = max(rows, key=lambda r: r["eval_wall"])
+    total = totals["train"] + totals["eval"]
+    return "\n".join([
+        "## Where the time goes",
+        "",
+        table([("model", "model", str), ("train stage (s)", "train_wall", _num(1)), ("of it steps (s)", "steps", _num(1)),
+               ("outside steps (s)", "overhead", _num(1)), ("share outside", "share", lambda v: f"{v:.0%}"),
+               ("largest other parts (s)", "largest", str), ("evaluate stage (s)", "eval_wall", _num(1)),
+               ("its largest parts (s)", "eval_largest", str)], rows),
+        "",
+        f"Wall time of each stage from process start to its last file (runs/<m>-<seed>/train/profile.json and "
+        f"eval/profile.json: start-up and imports, set-up, optimizer steps, end-of-epoch work, curve points, "
+        f"checkpoint writes, tracking, model files and export). The {len(rows)} models' stages took {total / 60:.1f} "
+        f"minutes in all, {totals['steps'] / 60:.1f} of them in optimizer steps ({totals['steps'] / total:.0%}); "
+        f"the training stages {totals['train'] / 60:.1f} minutes, the evaluation stages {totals['eval'] / 60:.1f}. "
+        f"Most time outside the steps: `{worst['model']}` ({worst['overhead']:.1f} s: {worst['largest']}); the "
+        f"longest evaluation: `{evaluation['model']}` ({evaluation['eval_wall']:.1f} s). Times depend on the "
+        "machine: compare them within one run of the study.",
         "",
     ])
 
@@ -687,6 +744,10 @@ def findings(study: Study) -> str | None:
     out.append(f"- All {k} classes covered with recall ≥ 0.5: {_names(full)}; not: "
                + (", ".join(f"`{n}` ({_classes(m[n]['classes_covered'])}, recall {m[n]['recall']:.2f})"
                             for n in gen if n not in full) or "none") + ".")
+    flagged = [n for n in m if m[n].get("health", "ok") != "ok"]
+    if flagged:
+        out.append("- Flagged by their own training stage: " + "; ".join(
+            f"`{n}`: {m[n]['health_reason']}" for n in flagged) + ".")
     curves = {n: study.curves[n] for n in gen if n in study.curves}
     if curves:
         fastest = min(curves, key=lambda n: m[n]["train_seconds"])
@@ -698,4 +759,5 @@ def findings(study: Study) -> str | None:
 
 
 SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, budget_curves, mode_collapse, tuning, variants, growth, gan_analyses, gan_curves]
+            pretraining, generative, budget_curves, mode_collapse, tuning, variants, growth, gan_analyses, gan_curves,
+            time_profile]
