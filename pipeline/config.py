@@ -41,6 +41,9 @@ class TrainConfig(Strict):
 
     checkpoint_every: int = Field(200, ge=1)  # optimizer steps between checkpoints (also one at each epoch end)
     grid_size: int = Field(64, ge=4, le=256)  # images in the per-epoch sample / reconstruction grids
+    processes: int = Field(1, ge=1, le=64)  # data-parallel processes (torchrun); each batch_size is the global batch
+    sync_batchnorm: bool = False  # with processes > 1 on CUDA: batch-norm statistics over the global batch
+    autocast: Literal["none", "bf16"] = "none"  # bf16: forward passes and losses in bfloat16 (GPUs that have it)
 
 
 class EvaluatorConfig(Strict):

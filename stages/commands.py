@@ -59,38 +59,87 @@ SEED = typer.Option(None, "--seed", help="One of params.yaml's seeds (default: t
 def _train(name: str, family: str, family_loop, seed: int | None, params: Path, tracking: Tracking) -> None:
     from pipeline.clock import CLOCK
     from pipeline.models import run_name
+    from pipeline.train import distributed
     from pipeline.train.session import TrainPaths, run_session
 
     with CLOCK.phase("setup"):
-        cfg, data, judge, tracker = _train_setup(name, family, seed, params, tracking)
-    run = run_name(name, cfg.seed)
-    run_session(family_loop, name, cfg, data, TrainPaths.for_model(run), tracker, study_root(), judge=judge)
-    typer.echo(f"trained {name} (seed {cfg.seed}) -> models/{run}.pt")
+        cfg = _train_config(name, family, seed, params)
+        run = run_name(name, cfg.seed)
+        if cfg.train.processes > 1 and not distributed.launched():
+            return _torchrun(cfg.train.processes, family, name, cfg.seed, params, tracking, run)
+        data, judge, tracker = _train_setup(name, cfg, tracking, main=distributed.launched_rank() == 0)
+    try:
+        run_session(family_loop, name, cfg, data, TrainPaths.for_model(run), tracker, study_root(), judge=judge)
+    finally:
+        distributed.stop()
+    if distributed.launched_rank() == 0:
+        typer.echo(f"trained {name} (seed {cfg.seed}) -> models/{run}.pt")
 
 
-def _train_setup(name: str, family: str, seed: int | None, params: Path, tracking: Tracking):
-    """Config, data, the judge of a generative model's curve (the evaluator, embedding the real images once) and
-    the tracker."""
-    from pipeline.data import load
+def _train_config(name: str, family: str, seed: int | None, params: Path):
     from pipeline.models import TRAIN_STAGE, spec
-    from pipeline.models.base import Generative
 
     cfg = _config(params)
     if spec(name).family != family:
         other = TRAIN_STAGE[spec(name).family].replace("_", "-")
         raise StudyError(f"'{name}' is a {spec(name).family}: train it with `{other} {name}`")
     cfg.model(name)  # listed in params.yaml?
-    cfg = cfg.with_seed(seed)
+    return cfg.with_seed(seed)
+
+
+def _train_setup(name: str, cfg, tracking: Tracking, main: bool):
+    """Data, the judge of a generative model's curve (the evaluator, embedding the real images once) and the
+    tracker; in a data-parallel run only rank 0 (`main`) measures the curve and records to MLflow."""
+    from pipeline.data import load
+    from pipeline.models import spec
+    from pipeline.models.base import Generative
+    from pipeline.tracking import NullTracker
+
     data = load(DATA)
     judge = None
-    if issubclass(spec(name).build, Generative):  # its curve is measured in the evaluator's feature space
+    if main and issubclass(spec(name).build, Generative):  # its curve is measured in the evaluator's feature space
         from pipeline.evaluate.evaluator import load_evaluator
         from pipeline.evaluate.metrics import judge_for
         from pipeline.train.common import resolve_device
 
         device = resolve_device(cfg.device)
         judge = judge_for(load_evaluator(Path("models/evaluator.pt")), data, cfg.evaluate, cfg.seed, device)
-    return cfg, data, judge, tracker_for(cfg, tracking)
+    return data, judge, tracker_for(cfg, tracking) if main else NullTracker()
+
+
+def _torchrun(processes: int, family: str, name: str, seed: int, params: Path, tracking: Tracking, run: str) -> None:
+    """The same command in `processes` processes under PyTorch's launcher (torchrun, standalone rendezvous on a
+    free local port). Their output passes through; torchrun's own failure report goes to
+    checkpoints/<run>.torchrun.log and the stage fails with one line (a killed process included; rerunning resumes
+    from the last checkpoint)."""
+    import subprocess
+    import sys
+
+    from pipeline.models import TRAIN_STAGE
+
+    command = TRAIN_STAGE[family].replace("_", "-")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", "stages", command, name, "--seed", str(seed), "--params", str(params), "--tracking", tracking.value]
+    log = Path("checkpoints") / f"{run}.torchrun.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    errors: list[str] = []
+    with subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True) as proc, log.open("w") as out:
+        launcher_report = False
+        for line in proc.stderr:  # type: ignore[union-attr]
+            out.write(line)
+            if line.startswith("error: "):
+                errors.append(line.strip())
+                continue
+            launcher_report = launcher_report or "torch.distributed" in line or line.startswith(("Traceback", "["))
+            if not launcher_report:
+                typer.echo(line, err=True, nl=False)
+    if proc.returncode != 0:
+        if errors:
+            raise StudyError(errors[0].removeprefix("error: "))
+        raise StudyError(f"{TRAIN_STAGE[family]}@{run}: a training process failed under torchrun (exit "
+                         f"{proc.returncode}; its report: {log}); rerun to resume from the last checkpoint")
+    log.unlink(missing_ok=True)
+    typer.echo(f"trained {name} (seed {seed}) in {processes} processes -> models/{run}.pt")
 
 
 @command

@@ -178,7 +178,9 @@ class GAN(nn.Module, Generative):
 
     def latent(self, n: int, generator: torch.Generator | None = None, device=None) -> Tensor:
         device = device or next(self.parameters()).device
-        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent)
+        if generator is None:  # training: drawn where the model is (no host-to-device copy, no sync)
+            return torch.randn(n, self.latent_dim, device=device)
+        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent), seeded
 
     def advance(self, step: int, total_steps: int) -> dict[str, float]:
         """Called before every optimizer step of `total_steps`; returns schedule values to log (none by default)."""

@@ -17,6 +17,7 @@ import torch
 
 from pipeline.data import showcase
 from pipeline.models.base import Autoencoder, ClosedForm, Generative
+from pipeline.train import distributed
 from pipeline.train.common import batched, interleave_rows, make_optimizer
 from pipeline.train.session import Session
 
@@ -76,12 +77,14 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
     opt = make_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     loop = s.loop({"opt": opt}, batch_size=cfg.batch_size, epochs=getattr(cfg, "epochs", None))  # VAE: the budget
 
-    def step(x: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
-        out = model.loss(x)
+    def step(x: torch.Tensor, _y: torch.Tensor) -> dict[str, torch.Tensor]:
+        with s.autocast():
+            out = model.loss(x)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        distributed.average_gradients(model)  # several processes: the global batch's gradient
         opt.step()
-        return {k: v.item() for k, v in out.items()}
+        return {k: v.detach() for k, v in out.items()}
 
     def summary(history: list[dict]) -> dict:
         """The test MSE at the end of each phase (e.g. before and after fine-tuning)."""

@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.models.base import GAN
+from pipeline.train import distributed
 from pipeline.train.common import make_optimizer
 from pipeline.train.objectives import OBJECTIVES
 from pipeline.train.session import Session
@@ -64,22 +65,27 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
     fixed_z = model.latent(s.cfg.train.grid_size, torch.Generator().manual_seed(s.cfg.seed))
     schedule: dict[str, float] = {}
 
-    def step(real: torch.Tensor, _y: torch.Tensor) -> dict[str, float]:
+    def step(real: torch.Tensor, _y: torch.Tensor) -> dict[str, torch.Tensor]:
         schedule.update(model.advance(loop.state.step, total_steps))  # e.g. ProGAN's resolution and alpha
         real = model.real_view(real)
-        fake = model.generator(model.latent(len(real)))
-        d_loss, stats = objective.discriminator_loss(model.discriminator, real, fake.detach(), loop.state.step)
+        z = distributed.local(model.latent(distributed.global_count(len(real))))  # this shard of the global latents
+        with s.autocast():
+            fake = model.generator(z)
+            d_loss, stats = objective.discriminator_loss(model.discriminator, real, fake.detach(), loop.state.step)
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
+        distributed.average_gradients(model.discriminator)  # penalties included
         opt_d.step()
         model.discriminator.requires_grad_(False)  # the generator's step needs no discriminator gradients
-        g_loss = objective.generator_loss(model.discriminator, fake)
+        with s.autocast():
+            g_loss = objective.generator_loss(model.discriminator, fake)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
+        distributed.average_gradients(model.generator)
         opt_g.step()
         model.discriminator.requires_grad_(True)
         update_ema(model.ema, model.generator, cfg.ema_decay, loop.state.step)
-        return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), **{k: v.item() for k, v in stats.items()}}
+        return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}
 
     def end_epoch(epoch: int) -> dict[str, float]:
         model.ema.eval()

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from pipeline import StudyError, brief
 from pipeline.io import atomic_path
+from pipeline.train import distributed
 
 StepFn = Callable[[Tensor, Tensor], dict[str, float]]
 EndEpochFn = Callable[[int], dict[str, float]]
@@ -101,6 +102,20 @@ class Loop:
                         f"(learning rates: {self._rates() or 'none'}); lower them and rerun. {kept}; "
                         f"no model file written")
 
+    def _read_sums(self) -> None:
+        """Device-side running sums (CUDA) read into floats: at each checkpoint and epoch end, once, not every
+        step (nanoGPT's habit); a non-finite one means a step since the last read diverged."""
+        s = self.state
+        if not any(torch.is_tensor(v) for v in (*s.sums.values(), *s.lowest.values())):
+            return
+        t0 = time.perf_counter()
+        s.sums = {k: float(v) for k, v in s.sums.items()}  # waits for the device: the steps' time, charged to them
+        s.lowest = {k: float(v) for k, v in s.lowest.items()}
+        s.seconds += time.perf_counter() - t0
+        if not all(math.isfinite(v) for v in s.sums.values()):
+            raise self._diverged("a loss term since the last check is not finite: "
+                                 + "  ".join(f"{k} {v:.4g}" for k, v in s.sums.items()))
+
     def check_weights(self) -> None:
         """Every floating tensor of every module finite, or Diverged (before a checkpoint or a model file)."""
         for k, m in self.modules.items():
@@ -110,7 +125,8 @@ class Loop:
 
     def save(self) -> None:
         self.check_weights()
-        self._timed("checkpoint", self._save)
+        if distributed.is_main():  # every rank holds the same weights: one writes them
+            self._timed("checkpoint", self._save)
 
     def _save(self) -> None:
         payload = {
@@ -131,8 +147,9 @@ class Loop:
         try:
             ck = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
             if ck.get("fingerprint") != self.fingerprint:
-                print(f"{self.checkpoint}: made with other settings or data; starting over", file=sys.stderr)
-                self.checkpoint.unlink()
+                if distributed.is_main():
+                    print(f"{self.checkpoint}: made with other settings or data; starting over", file=sys.stderr)
+                    self.checkpoint.unlink(missing_ok=True)
                 return False
             for k, m in self.modules.items():
                 m.load_state_dict(ck["modules"][k])
@@ -148,12 +165,15 @@ class Loop:
             raise StudyError(
                 f"{self.checkpoint}: unreadable checkpoint ({brief(exc)}); delete it to start over"
             ) from None
-        print(f"resuming {self.desc} from {self.checkpoint} (epoch {self.state.epoch + 1}, "
-              f"step {self.state.step})", file=sys.stderr)
+        if distributed.is_main():
+            print(f"resuming {self.desc} from {self.checkpoint} (epoch {self.state.epoch + 1}, "
+                  f"step {self.state.step})", file=sys.stderr)
         return True
 
     def discard(self) -> None:
-        self.checkpoint.unlink(missing_ok=True)
+        distributed.barrier()  # no rank still reading it
+        if distributed.is_main():
+            self.checkpoint.unlink(missing_ok=True)
 
     # -- the loop ------------------------------------------------------------------------------------------
     def total_steps(self, n: int) -> int:
@@ -190,35 +210,45 @@ class Loop:
         per_epoch, total = n // bs, self.total_steps(n)
         at = set(self.point_steps(n, points)) if on_point is not None else set()
         epochs = -(-total // per_epoch)
-        bar = tqdm(total=total, initial=s.step, desc=self.desc, unit="step", disable=None, leave=False, mininterval=1.0)
+        distributed.check_batch(self.desc, bs)
+        main, eager = distributed.is_main(), x.device.type == "cpu"
+        self._read_sums()  # a checkpoint keeps floats
+        bar = tqdm(total=total, initial=s.step, desc=self.desc, unit="step", disable=None if main else True, leave=False,
+                   mininterval=1.0)
         try:
             for epoch in range(s.epoch, epochs):
                 order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
                 on_epoch_start(epoch + 1)  # also when resuming mid-epoch: schedules depend on the epoch only
                 for b in range(s.batch, min(per_epoch, total - epoch * per_epoch)):
-                    idx = order[b * bs:(b + 1) * bs].to(x.device)
+                    idx = distributed.local(order[b * bs:(b + 1) * bs]).to(x.device)  # this process's shard
                     t0 = time.perf_counter()
-                    metrics = step(x[idx], y[idx])
+                    metrics = distributed.average_values(step(x[idx], y[idx]))
+                    if eager:  # CPU: reading the values costs nothing, so every step is checked
+                        metrics = {k: float(v) for k, v in metrics.items()}
+                        if not all(math.isfinite(v) for v in metrics.values()):
+                            s.step += 1
+                            raise self._diverged("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
                     s.seconds += time.perf_counter() - t0
-                    if not all(math.isfinite(v) for v in metrics.values()):
-                        s.step += 1
-                        raise self._diverged("  ".join(f"{k} {v:.4g}" for k, v in metrics.items()))
-                    for k, v in metrics.items():
+                    for k, v in metrics.items():  # on CUDA: device tensors, read at the next check (no sync here)
                         s.sums[k] = s.sums.get(k, 0.0) + v
-                        s.lowest[k] = min(s.lowest.get(k, math.inf), abs(v))
+                        low = s.lowest.get(k, math.inf)
+                        s.lowest[k] = torch.minimum(torch.as_tensor(low, dtype=v.dtype, device=v.device), v.abs()) \
+                            if torch.is_tensor(v) else min(low, abs(v))
                         s.counts[k] = s.counts.get(k, 0) + 1
                     s.batch, s.step, s.images = b + 1, s.step + 1, s.images + bs
                     bar.update(1)
-                    if s.step in at:
+                    if s.step in at and main:  # rank 0 measures the curve (and writes it)
                         point = {"step": s.step, "images": s.images, "seconds": round(s.seconds, 3),
                                  **self._timed("curve", on_point)}
                         s.curve.append(point)
                         self._timed("tracking", on_curve, point)
                     if s.step % self.checkpoint_every == 0:
+                        self._read_sums()
                         self.save()
                     if max_steps is not None and s.step >= max_steps:
                         self.save()
                         return False
+                self._read_sums()
                 row = {"epoch": epoch + 1, **{f"train_{k}": v / s.counts[k] for k, v in s.sums.items()}}
                 extra = self._timed("epoch_end", end_epoch, epoch + 1)
                 if clash := row.keys() & extra.keys():
@@ -229,7 +259,8 @@ class Loop:
                 self._timed("tracking", on_epoch, row)
                 shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
                                   for k, v in row.items() if k != "epoch")
-                tqdm.write(f"{self.desc} epoch {epoch + 1}/{epochs}  {shown}", file=sys.stderr)
+                if main:
+                    tqdm.write(f"{self.desc} epoch {epoch + 1}/{epochs}  {shown}", file=sys.stderr)
                 self.save()
         finally:
             bar.close()

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pipeline.models.base import GANTraining
+from pipeline.train import distributed
 
 
 def _input_gradient(d: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -66,7 +67,7 @@ class WGANGP:
         stats = {"d_real": score_real.mean(), "d_fake": score_fake.mean()}
         k = self.cfg.penalty_every
         if step % k == 0:
-            eps = torch.rand(len(real), 1, 1, 1, device=real.device)
+            eps = distributed.local(torch.rand(distributed.global_count(len(real)), 1, 1, 1, device=real.device))
             _, grad = _input_gradient(d, eps * real + (1 - eps) * fake)
             gp = (grad.norm(dim=1) - 1).pow(2).mean()
             loss = loss + k * self.cfg.penalty_weight * gp

@@ -28,7 +28,9 @@ from pipeline.data import Dataset
 from pipeline.io import write_json
 from pipeline.models import TRAIN_STAGE, build, run_name, spec
 from pipeline.models.base import Generative
+from pipeline import StudyError
 from pipeline.tracking import NullTracker, run_tags
+from pipeline.train import distributed
 from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
 from pipeline.train.loop import Loop
 
@@ -67,7 +69,13 @@ class Session:
         self.mcfg = cfg.model(name)
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.device)
+        distributed.start(self.device)  # joins torchrun's process group when launched by it
         self.model: nn.Module = build(name, self.mcfg, data.shape).to(self.device)
+        if cfg.train.sync_batchnorm and distributed.world()[1] > 1:
+            if self.device.type != "cuda":
+                raise StudyError("train.sync_batchnorm: SyncBatchNorm needs CUDA devices; on CPU each process keeps "
+                                 "its own batch statistics (set it to false)")
+            self.model = distributed.sync_batchnorm(self.model)
         self.stage = f"{TRAIN_STAGE[self.spec.family]}@{run_name(name, cfg.seed)}"
         self.params: dict[str, Any] = {
             "model": name, "family": self.spec.family, "seed": cfg.seed, "device": str(self.device),
@@ -94,8 +102,15 @@ class Session:
         self.grid_epochs = {e for e in range(1, epochs_total + 1) if e % every == 0} | {epochs_total}
         return loop
 
+    def autocast(self):
+        """The forward passes and losses of a step: in bfloat16 with `train.autocast: bf16` (backward and the
+        optimizer stay in float32), as they are otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.autocast == "bf16")
+
     def fresh_run_dir(self) -> None:
         """A fresh start leaves no stale grids from an earlier configuration."""
+        if not distributed.is_main():
+            return
         shutil.rmtree(self.paths.run_dir, ignore_errors=True)
         self.paths.run_dir.mkdir(parents=True)
 
@@ -106,7 +121,7 @@ class Session:
     def grid(self, images: Tensor, key: str, epoch: int, force: bool = False) -> None:
         """Save an epoch's grid under grids/ and send it to the tracker as an evolving image: at most GRID_EPOCHS
         evenly spaced epochs of a run (and its last) get one, unless `force`."""
-        if not (force or epoch in getattr(self, "grid_epochs", {epoch})):
+        if not (force or epoch in getattr(self, "grid_epochs", {epoch})) or not distributed.is_main():
             return
         image = grid(images)
         save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
@@ -129,8 +144,9 @@ class Session:
             before_finish()
             loop.check_weights()
             self.model.eval()
-            self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history), loop.state.curve,
-                        loop.profile(), loop.state.lowest)
+            if distributed.is_main():
+                self.finish(loop.state.history, loop.timing(), example, summary(loop.state.history),
+                            loop.state.curve, loop.profile(), loop.state.lowest)
         loop.discard()
         return True
 
