@@ -66,6 +66,7 @@ compare: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/dvc repro -q prepare evaluator
 	$(BIN)/python -m benchmarks.loop --stage $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.loop --processes 1 2
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -9,7 +9,9 @@ work of the study's loop, its grids and test metrics, is inside the measurement)
 - through a plain loop written here: the same seeded batch order, the same loss and optimizer, nothing else.
 
 It prints images/s of both and their ratio, and the wall time of the whole stage process (`python -m stages
-train-... --tracking none`, from process start to its model file) when `--stage` is given. A benchmark, not a
+train-... --tracking none`, from process start to its model file) when `--stage` is given. `--processes 1 2`
+instead runs DCGAN's training stage data-parallel in 1 and then 2 processes (torchrun, one thread each, a budget
+of `--images`) and prints images/s of each (train.processes). A benchmark, not a
 test: times depend on the machine (state it beside the numbers) and on what else runs.
 """
 
@@ -110,12 +112,7 @@ def study_loop(cfg, name, data, steps: int, tmp: Path) -> float:
 def stage_wall(name: str, family: str, tmp: Path) -> float:
     """A whole training stage, process start to model file, tracking off, in a scratch copy of the study (params,
     prepared data and the evaluator of this checkout; the checkout's own results are left alone)."""
-    work = tmp / f"stage-{name}"
-    (work / "models").mkdir(parents=True)
-    (work / "params.yaml").write_bytes(Path("params.yaml").read_bytes())
-    (work / "data").symlink_to(Path("data").resolve())
-    if Path("models/evaluator.pt").is_file():
-        (work / "models" / "evaluator.pt").write_bytes(Path("models/evaluator.pt").read_bytes())
+    work = _scratch(tmp, f"stage-{name}")
     env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
     env.pop("DVC_ROOT", None)
     t0 = time.perf_counter()
@@ -124,15 +121,58 @@ def stage_wall(name: str, family: str, tmp: Path) -> float:
     return time.perf_counter() - t0
 
 
+def _scratch(tmp: Path, name: str, edit=lambda raw: None) -> Path:
+    """A scratch copy of the study (params edited by `edit`, this checkout's prepared data and evaluator)."""
+    import yaml
+
+    work = tmp / name
+    (work / "models").mkdir(parents=True)
+    raw = yaml.safe_load(Path("params.yaml").read_text())
+    edit(raw)
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (work / "data").symlink_to(Path("data").resolve())
+    if Path("models/evaluator.pt").is_file():
+        (work / "models" / "evaluator.pt").write_bytes(Path("models/evaluator.pt").read_bytes())
+    return work
+
+
+def processes_bench(counts: list[int], images: int, tmp: Path) -> None:
+    """DCGAN's training stage in 1, 2, ... processes, one thread each: images/s of the steps (rank 0's timing.json:
+    the global batch per step over the step time, gradient averaging included) and the stage's wall time."""
+    import json
+
+    print(f"dcgan, budget {images:,} images, one thread per process")
+    print(f"{'processes':>9} {'img/s':>8} {'stage wall (s)':>15}")
+    for n in counts:
+        def edit(raw, n=n):
+            raw["train"]["processes"] = n
+            raw["budget"]["images"] = images
+            raw["budget"]["curve_points"] = 1
+
+        work = _scratch(tmp, f"processes-{n}", edit)
+        env = {**os.environ, "PYTHONPATH": str(Path.cwd()), "OMP_NUM_THREADS": "1"}
+        env.pop("DVC_ROOT", None)
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "stages", "train-gan", "dcgan", "--tracking", "none"], check=True,
+                       capture_output=True, cwd=work, env=env)
+        wall = time.perf_counter() - t0
+        timing = json.loads((work / "runs" / "dcgan-42" / "train" / "timing.json").read_text())
+        print(f"{n:9d} {timing['images_per_second']:8.1f} {wall:15.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=2, help="epochs of steps to time (default 2)")
     ap.add_argument("--stage", action="store_true", help="also time each model's whole training stage "
                     "(needs `dvc repro prepare evaluator` first)")
+    ap.add_argument("--processes", type=int, nargs="+", help="instead: DCGAN's stage at these process counts")
+    ap.add_argument("--images", type=int, default=16000, help="the budget for --processes (default 16,000)")
     args = ap.parse_args()
     cfg = load_config()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        if args.processes:
+            return processes_bench(args.processes, args.images, tmp)
         if Path("data/prepared/manifest.json").is_file():
             data = load(Path("data/prepared"))
         else:
