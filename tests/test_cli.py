@@ -134,6 +134,17 @@ def test_stages_are_deterministic_and_tracked_in_mlflow(tmp_path, monkeypatch, t
     assert (tmp_path / "a" / "mlartifacts").is_dir()  # artifacts anchored beside the database
 
 
+def kill_after_checkpoint(cmd: list[str], cwd: Path, env: dict, ckpt: Path) -> None:
+    """Start a real stage process and SIGKILL it as soon as its first checkpoint exists."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+
+
 def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
     """SIGKILL a real training process after a checkpoint, start it again: same model bytes as a clean run."""
     raw = copy.deepcopy(tiny_raw)
@@ -154,14 +165,8 @@ def test_killed_training_resumes_to_the_same_model(tmp_path, tiny_raw):
     subprocess.run(cmd, cwd=tmp_path / "clean", env=env, check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = killed / "checkpoints" / "dcgan-42.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    kill_after_checkpoint(cmd, killed, env, ckpt)
     assert not (killed / "models" / "dcgan-42.pt").exists()
     again = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr

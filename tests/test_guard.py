@@ -6,14 +6,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 from tests.conftest import ROOT, write_params
-from tests.test_cli import invoke, workdir  # noqa: F401  (fixtures)
+from tests.test_cli import invoke, kill_after_checkpoint, workdir  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -95,14 +93,8 @@ def test_a_run_killed_from_outside_is_marked_killed_when_the_stage_next_starts(t
     for args in (["prepare"], ["evaluator"]):
         subprocess.run([sys.executable, "-m", "stages", *args], cwd=tmp_path, env=env, check=True, capture_output=True)
     cmd = [sys.executable, "-m", "stages", "train-gan", "dcgan"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = tmp_path / "checkpoints" / "dcgan-42.ckpt"
-    deadline = time.time() + 120
-    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "training finished before it could be killed"
+    kill_after_checkpoint(cmd, tmp_path, env, ckpt)
     ckpt.unlink()  # its checkpoint is gone: nothing will continue that run
     (dead,) = [r for r in _mlflow_runs(tmp_path) if r.data.tags["dvc.stage"] == "train_gan@dcgan-42"]
     assert dead.info.status == "RUNNING"  # what a killed process leaves behind
