@@ -8,7 +8,8 @@ Lecture 03, "StyleGAN", each mechanism as in the paper:
   a style, an affine function of w (one style per layer);
 - noise inputs: per-pixel Gaussian noise added after each convolution, with a learned strength per channel;
 - style mixing regularisation: for `mixing_prob` of the batches two latents are mapped and the layers switch
-  from the first w to the second at a random crossover layer;
+  from the first w to the second at a random crossover layer (the paper: 0.9; params.yaml says what it costs at
+  this study's budget);
 - truncation trick: at sampling, w is pulled toward the running mean w_avg: w' = w_avg + psi (w - w_avg).
 No progressive growing (the paper kept ProGAN's; the ProGAN model of this study shows it). The discriminator
 is ProGAN's (minibatch stddev, equalized learning rate); loss: non-saturating with R1 penalty on reals, as the
@@ -33,6 +34,9 @@ class StyleGANConfig(GANTraining):
     latent_dim: Width = 64  # z and w
     mapping_layers: int = Field(4, ge=1, le=16)
     mapping_lr_scale: float = Field(0.01, gt=0, le=1)
+    # the synthesis parameters that are not equalized (learned constant, noise strengths, biases): their Adam step
+    # is lr x this, in the units of the parameter itself (an equalized weight's step is scaled by its He constant)
+    plain_lr_scale: float = Field(1.0, gt=0, le=1)
     channels: Channels = Field(default_factory=lambda: [64, 32, 16, 8])  # at 4, 8, 16, 32 pixels
     d_channels: Channels = Field(default_factory=lambda: [64, 32, 16, 8])
     mixing_prob: float = Field(0.9, ge=0, le=1)
@@ -151,10 +155,15 @@ class StyleGAN(GAN):
         self.cfg = cfg
 
     def generator_param_groups(self, lr: float) -> list[dict]:
+        """Three learning rates: the mapping network's (x mapping_lr_scale), the synthesis network's equalized
+        weights' (lr), and its plain parameters' (x plain_lr_scale: constant, noise strengths, biases)."""
         mapping = list(self.generator.mapping.parameters())
-        ids = {id(p) for p in mapping}
-        rest = [p for p in self.generator.parameters() if id(p) not in ids]
-        return [{"params": rest, "lr": lr}, {"params": mapping, "lr": lr * self.cfg.mapping_lr_scale}]
+        synthesis = self.generator.synthesis
+        equalized = [m.weight for m in synthesis.modules() if isinstance(m, (EqualizedConv, EqualizedLinear))]
+        taken = {id(p) for p in mapping + equalized}
+        plain = [p for p in self.generator.parameters() if id(p) not in taken]
+        return [{"params": equalized, "lr": lr}, {"params": plain, "lr": lr * self.cfg.plain_lr_scale},
+                {"params": mapping, "lr": lr * self.cfg.mapping_lr_scale}]
 
     @torch.no_grad()
     def _images(self, ws: Tensor, noise: list[Tensor] | None) -> Tensor:
