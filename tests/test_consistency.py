@@ -103,3 +103,14 @@ def test_every_param_a_stage_declares_is_in_params_yaml(params_raw):
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"dvc.yaml declares '{key}', params.yaml lacks it"
             node = node[part]
+
+
+def test_training_stages_depend_on_every_train_setting_that_changes_results():
+    """`dvc exp run -S train.processes=2` (or autocast, sync_batchnorm) must rerun the training stages; only
+    where checkpoints are written changes no result."""
+    from pipeline.config import TrainConfig
+
+    affects = set(TrainConfig.model_fields) - {"checkpoint_every"}
+    for stage in TRAIN_STAGE.values():
+        declared = set(_dvc_yaml()["stages"][stage]["params"])
+        assert {f"train.{k}" for k in affects} <= declared, (stage, sorted(affects))
