@@ -148,9 +148,17 @@ def test_stylegan_truncation_mixing_and_mapping_learning_rate():
     ws = g.map(model.latent(4))[:, None].repeat(1, g.n_layers, 1)
     at_mean = model.crop(g.synthesis(g.truncate(ws, 0.0), [torch.zeros(1, 1, h, w) for h, w in g.synthesis.noise_shapes()]))
     assert torch.allclose(at_mean, at_mean[:1].expand_as(at_mean), atol=1e-5)  # psi = 0: every sample is the mean w's
-    groups = model.generator_param_groups(0.002)
-    assert groups[1]["lr"] == pytest.approx(0.002 * cfg.mapping_lr_scale)
-    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in g.mapping.parameters()}
+    cfg = StyleGANConfig(plain_lr_scale=0.1)
+    model = StyleGAN(cfg, SHAPE)
+    g = model.generator
+    equalized, plain, mapping = model.generator_param_groups(0.002)
+    assert mapping["lr"] == pytest.approx(0.002 * cfg.mapping_lr_scale)
+    assert {id(p) for p in mapping["params"]} == {id(p) for p in g.mapping.parameters()}
+    assert equalized["lr"] == 0.002 and plain["lr"] == pytest.approx(0.0002)  # constant, noise strengths, biases
+    assert any(p is g.synthesis.const for p in plain["params"])
+    assert any(p is g.synthesis.layers[1].conv.weight for p in equalized["params"])
+    every = [p for group in (equalized, plain, mapping) for p in group["params"]]
+    assert len(every) == len({id(p) for p in every}) == len(list(g.parameters()))  # each parameter in one group
     g.train()
     torch.manual_seed(0)
     mixed = g.synthesis.layers[0].style.weight.new_tensor(0)  # noqa: F841 (forward in training mode mixes styles)
