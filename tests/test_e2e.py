@@ -78,10 +78,12 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     data = plots["data"]
     assert {"plots/autoencoder_history/stacked-42.json", "plots/gan_history/dcgan-42.json",
             "plots/curve/dcgan-42.json", "plots/curve/vae-42.json"} <= data.keys(), sorted(data)
-    values = data["plots/gan_history/dcgan-42.json"][0]["content"]["data"]["values"]
-    assert [v["epoch"] for v in values] == [1, 2] and all("train_g_loss" in v for v in values)
+    values = data["plots/gan_history/dcgan-42.json"][0]["content"]["data"]["values"]  # one row per epoch and y field
+    history = json.loads((repo / "runs" / "dcgan-42" / "train" / "history.json").read_text())
+    assert [v["epoch"] for v in values if v["field"] == "train_g_loss"] == [r["epoch"] for r in history]
+    assert {v["field"] for v in values} == {"train_d_loss", "train_g_loss"}
     curve = data["plots/curve/vae-42.json"][0]["content"]["data"]["values"]
-    assert [v["images"] for v in curve] == [384, 800] and all(v["fid"] > 0 for v in curve)
+    assert [v["images"] for v in curve if v["field"] == "fid"] == [384, 800] and all(v["fid"] > 0 for v in curve)
 
     import mlflow
 
@@ -267,7 +269,8 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
         values = diff["data"]["plots/gan_history/gan-42.json"][0]["content"]["data"]["values"]
         by_rev = {}
         for v in values:
-            by_rev.setdefault(v["rev"], []).append(v["train_d_loss"])
+            if v["field"] == "train_d_loss":
+                by_rev.setdefault(v["rev"], []).append(v["train_d_loss"])
         assert len(by_rev) == 2 and len(set(map(tuple, by_rev.values()))) == 2, by_rev
 
         experiment = client.get_experiment_by_name(experiment_name)
