@@ -56,7 +56,7 @@ sweep: $(STAMP)
 # `.test_mse`, `.probe_accuracy`, each with `_std`) and the params, only the columns whose values differ between the
 # rows (workspace, the commit, its experiments); then how the headline moved from HEAD to the workspace (or between
 # REVS="a b", commits or experiment names). EXPS="-A": the experiments of every commit; FORMAT="--md": to paste.
-NOT_HEADLINE := (?!Experiment$$|\w+\.(fid|recall|test_mse|probe_accuracy)(_std)?$$|seeds?$$|device$$|(data|budget|train|evaluator|evaluate|tracking|autoencoders|gans)\.)
+NOT_HEADLINE := (?!Experiment$$|\w+\.(fid|recall|test_mse|probe_accuracy)(_std)?$$|seeds?$$|device$$|(data|budget|train|evaluator|evaluate|tracking|autoencoders|gans|diffusion)\.)
 compare: $(STAMP)
 	$(BIN)/dvc exp show --no-pager --only-changed --drop '$(NOT_HEADLINE)' $(EXPS) $(FORMAT)
 	$(BIN)/dvc metrics diff --targets reports/headline.json $(FORMAT) -- $(REVS)

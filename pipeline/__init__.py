@@ -1,4 +1,4 @@
-"""The autoencoder & GAN study: the importable library behind the DVC stages.
+"""The autoencoder, GAN & diffusion study: the importable library behind the DVC stages.
 
 Nothing here reads argv or assumes a working directory; the Typer app in `stages/` does the wiring.
 """

@@ -83,9 +83,10 @@ class EvaluateConfig(Strict):
 
 
 class BudgetConfig(Strict):
-    """The training budget of every generative model (the VAE, every GAN): one number, the same for all."""
+    """The training budget of every generative model (the VAE, every GAN, every diffusion model): one number, the
+    same for all."""
 
-    images: int = Field(64000, ge=1, le=10**10)  # real training images shown to the discriminator / the encoder
+    images: int = Field(64000, ge=1, le=10**10)  # real training images shown to the discriminator / the encoder / the denoiser
     curve_points: int = Field(10, ge=1, le=1000)  # FID, recall and coverage measured at every 1/curve_points of it
 
 
@@ -104,6 +105,7 @@ def _family_block(family: str) -> type[Strict]:
 
 AutoencodersBlock = _family_block("autoencoder")
 GANsBlock = _family_block("gan")
+DiffusionBlock = _family_block("diffusion")
 
 
 class StudyConfig(Strict):
@@ -118,6 +120,7 @@ class StudyConfig(Strict):
     tracking: TrackingConfig = TrackingConfig()
     autoencoders: AutoencodersBlock = AutoencodersBlock()  # type: ignore[valid-type]
     gans: GANsBlock = GANsBlock()  # type: ignore[valid-type]
+    diffusion: DiffusionBlock = DiffusionBlock()  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _seeds_unique(self):
@@ -136,8 +139,8 @@ class StudyConfig(Strict):
         return self.model_copy(update={"seed": seed})
 
     def models(self) -> dict[str, ModelConfig]:
-        """Every model the study trains, autoencoders first, in registry order."""
-        return {**self.autoencoders.entries(), **self.gans.entries()}
+        """Every model the study trains, by family (autoencoders, GANs, diffusion), in registry order."""
+        return {**self.autoencoders.entries(), **self.gans.entries(), **self.diffusion.entries()}
 
     def model(self, name: str) -> ModelConfig:
         models = self.models()

@@ -19,7 +19,7 @@ import typer
 from pipeline import StudyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Stages of the autoencoder & GAN study (run them all with `dvc repro`).")
+                  help="Stages of the autoencoder, GAN & diffusion study (run them all with `dvc repro`).")
 
 PARAMS = typer.Option(Path("params.yaml"), "--params", help="The study's parameters file.")
 class Tracking(str, Enum):

@@ -161,6 +161,15 @@ def train_gan(name: str = typer.Argument(..., help="A GAN listed in params.yaml.
 
 
 @command
+def train_diffusion(name: str = typer.Argument(..., help="A diffusion model listed in params.yaml."), seed: int = SEED,
+                    params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
+    """Train one diffusion model with the diffusion loop (resumes from checkpoints/<name>-<seed>.ckpt)."""
+    from pipeline.train.diffusion import train_diffusion as diffusion_loop
+
+    _train(name, "diffusion", diffusion_loop, seed, params, tracking)
+
+
+@command
 def evaluate(name: str = typer.Argument(..., help="A trained model listed in params.yaml."), seed: int = SEED,
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Evaluate one trained model: write metrics/<name>-<seed>.json and its grids under runs/<name>-<seed>/eval."""

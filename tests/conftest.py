@@ -19,7 +19,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 def shrink(raw: dict) -> dict:
     """params.yaml made tiny: 400/100 images, one or two epochs (a budget of 800 images), small batches and
-    sample counts."""
+    sample counts, 50 diffusion steps."""
     raw = copy.deepcopy(raw)
     raw["data"].update(train_size=400, test_size=100)
     raw["evaluator"].update(epochs=2, batch_size=32)
@@ -27,7 +27,7 @@ def shrink(raw: dict) -> dict:
                            few_labels=[20, "all"], few_label_steps=5, sample_sets=2, curve_samples=50)
     raw["budget"].update(images=800, curve_points=2)  # 2 epochs of 400 images
     raw["train"].update(checkpoint_every=5, grid_size=16)
-    for block in ("autoencoders", "gans"):
+    for block in ("autoencoders", "gans", "diffusion"):
         for entry in raw[block].values():
             if "epochs" in entry:
                 entry["epochs"] = 2
@@ -36,6 +36,8 @@ def shrink(raw: dict) -> dict:
             if "pretrain_epochs" in entry:  # one epoch per layer, then one of fine-tuning
                 entry["pretrain_epochs"] = 1
                 entry["epochs"] = len(entry.get("hidden", [])) + 2
+            if "timesteps" in entry:  # a short noising process: sampling costs T passes
+                entry.update(timesteps=50, sample_steps=5, steps_sweep=[2, 5], sweep_samples=20)
             if "batch_size" in entry:
                 entry["batch_size"] = min(entry["batch_size"], 32)
     raw["tracking"]["log_model"] = "none"

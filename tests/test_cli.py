@@ -180,6 +180,7 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
     raw = copy.deepcopy(tiny_raw)
     raw["autoencoders"] = {"pca": raw["autoencoders"]["pca"]}
     raw["gans"] = {"dcgan": raw["gans"]["dcgan"]}
+    raw["diffusion"] = {}
     write_params(tmp_path / "params.yaml", raw)
     for args in (["prepare", "--tracking", "none"], ["evaluator", "--tracking", "none"], ["train-ae", "pca", "--tracking", "none"],
                  ["train-gan", "dcgan", "--tracking", "none"], ["evaluate", "pca", "--tracking", "none"]):

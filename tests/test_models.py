@@ -7,7 +7,7 @@ import torch
 
 from pipeline import StudyError
 from pipeline.models import MODELS, build
-from pipeline.models.base import GAN, Autoencoder, ClosedForm, Generative
+from pipeline.models.base import GAN, Autoencoder, ClosedForm, Diffusion, Generative
 from pipeline.train.common import load_model, save_model, seed_everything
 from pipeline.train.objectives import OBJECTIVES
 from pipeline.train.run import train_model
@@ -44,6 +44,9 @@ def test_builds_with_the_right_shapes_and_a_finite_loss(name, tiny_cfg, tiny_dat
         objective = OBJECTIVES[tiny_cfg.model(name).objective](tiny_cfg.model(name))
         d_loss, _ = objective.discriminator_loss(model.discriminator, real, fake.detach())
         assert torch.isfinite(d_loss) and torch.isfinite(objective.generator_loss(model.discriminator, fake))
+    if isinstance(model, Diffusion):
+        losses = model.loss(x)
+        assert "loss" in losses and all(torch.isfinite(v) for v in losses.values())
     if isinstance(model, Generative):
         samples = model.sample(5, torch.Generator().manual_seed(0))
         assert samples.shape == (5, *x.shape[1:]) and float(samples.min()) >= 0 and float(samples.max()) <= 1
@@ -67,6 +70,8 @@ def test_one_training_step_moves_every_weight_its_loss_reaches(name, tiny_cfg, t
     if isinstance(probe, Autoencoder):
         probe.start_epoch(1)
         probe.loss(x)["loss"].backward()
+    elif isinstance(probe, Diffusion):
+        probe.loss(x)["loss"].backward()
     else:  # a growing GAN's first step reaches only its 4x4 layers
         probe.advance(0, 12)
         objective = OBJECTIVES[tiny_cfg.model(name).objective](tiny_cfg.model(name))
@@ -78,8 +83,8 @@ def test_one_training_step_moves_every_weight_its_loss_reaches(name, tiny_cfg, t
     moved = {k for k, p in fresh.named_parameters() if not torch.equal(state[k], p.detach())}
     assert reached <= moved
     frozen = {k for k, p in fresh.named_parameters() if not p.requires_grad}
-    if isinstance(fresh, GAN):
-        assert any(k.startswith("ema.") for k in moved)  # the EMA generator follows the live one
+    if isinstance(fresh, (GAN, Diffusion)):
+        assert any(k.startswith("ema.") for k in moved)  # the EMA network follows the live one
         frozen = {k for k in frozen if not k.startswith("ema.")}
     assert not moved & frozen
 
@@ -101,6 +106,8 @@ def test_save_load_round_trip(name, tiny_cfg, tiny_data, tmp_path):
     if isinstance(model, GAN):
         z = model.latent(4, torch.Generator().manual_seed(0))
         assert torch.equal(model(z), loaded(z))
+    if isinstance(model, Diffusion):
+        assert torch.equal(model.sample(4, torch.Generator().manual_seed(0)), loaded.sample(4, torch.Generator().manual_seed(0)))
 
 
 def test_unreadable_model_files_are_refused(tmp_path):

@@ -18,7 +18,7 @@ def _final(paths: TrainPaths):
     return model, history
 
 
-@pytest.mark.parametrize("name, stop_at", [("vae", 17), ("dcgan", 9)])
+@pytest.mark.parametrize("name, stop_at", [("vae", 17), ("dcgan", 9), ("ddpm", 9)])
 def test_resume_matches_an_uninterrupted_run(name, stop_at, tiny_cfg, tiny_data, tmp_path):
     straight = TrainPaths.for_model(name, tmp_path / "straight")
     assert train_model(name, tiny_cfg, tiny_data, straight)

@@ -1,9 +1,10 @@
 """Evaluation of one trained model, by what it can do (not by its name).
 
-An autoencoder gets reconstruction metrics and a reconstruction grid; a generative model (the VAE, every GAN)
-gets FID, KID, precision/recall and class coverage against the train split, as mean and spread over disjoint
-sample sets, plus a sample grid. The
-real-vs-real floor (test split against train split, the same code) comes with the evaluator.
+An autoencoder gets reconstruction metrics and a reconstruction grid; a generative model (the VAE, every GAN,
+every diffusion model) gets FID, KID, precision/recall and class coverage against the train split, as mean and
+spread over disjoint sample sets, the time its sampling takes per 1,000 images, and a sample grid; a diffusion
+model also gets the same metrics against its number of sampling steps. The real-vs-real floor (test split
+against train split, the same code) comes with the evaluator.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from pipeline.clock import CLOCK
 from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
-from pipeline.evaluate.metrics import autoencoder_metrics, classifier, draw, generative_metrics_sets, tsne_map
+from pipeline.evaluate.metrics import (RealSet, autoencoder_metrics, classifier, draw, embed, generative_metrics_sets,
+                                      set_metrics, tsne_map)
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import EVAL_STAGE, build, run_name, spec
-from pipeline.models.base import GAN, Autoencoder, Generative
+from pipeline.models.base import GAN, Autoencoder, Diffusion, Generative
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train.common import (batched, count_params, grid, interleave_rows, load_model, resolve_device, save_grid,
                                    seed_everything)
@@ -40,7 +42,8 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
         x_train, x_test = data.x_train.to(device), data.x_test.to(device)
         y_train, y_test = data.y_train.to(device), data.y_test.to(device)
     with CLOCK.phase("analysis"):
-        metrics, grids, arrays = _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_test)
+        metrics, grids, arrays, timing = _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test,
+                                                  y_test)
     stage = f"{EVAL_STAGE[spec(name).family]}@{run_name(name, cfg.seed)}"
     with tracker.run(stage, tags=run_tags(root, stage, name, cfg.seed),
                      params={"model": name, "seed": cfg.seed, "evaluate": cfg.evaluate.model_dump()}):
@@ -51,9 +54,11 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
                 tracker.log_image(image, key=key)
             if arrays:
                 write_json(tmp / "arrays.json", arrays)
+            if timing:  # times apart from the metrics, which are the same bytes on every run
+                write_json(tmp / "timing.json", timing)
         with CLOCK.phase("tracking"):
-            tracker.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-            tracker.describe(description(name, payload["family"], metrics))
+            tracker.log_metrics({k: v for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))})
+            tracker.describe(description(name, payload["family"], {**metrics, **timing}))
         write_json(metrics_path, metrics)
         tracker.log_artifact(metrics_path)
         write_json(out_dir / "profile.json", CLOCK.profile())
@@ -72,12 +77,13 @@ def description(name: str, family: str, m: dict) -> str:
 
 
 def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_test):
-    """What the model can do, by what it is: (metrics, grids, arrays). Sampling and metric time is charged to
-    the clock's `sampling` and `metrics`; the rest (the models' own analyses, few-label runs, t-SNE) is
-    `analysis`."""
+    """What the model can do, by what it is: (metrics, grids, arrays, timing: how long sampling takes). Sampling
+    and metric time is charged to the clock's `sampling` and `metrics`; the rest (the models' own analyses,
+    few-label runs, t-SNE) is `analysis`."""
     device = x_train.device
     grids: dict[str, torch.Tensor] = {}
     arrays: dict[str, list] = {}
+    timing: dict = {}
     metrics: dict = {"model": name, "seed": cfg.seed, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
         metrics.update(_charged("metrics", autoencoder_metrics, model, x_train, y_train, x_test, y_test, cfg.evaluate))
@@ -102,17 +108,54 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
         if isinstance(model, GAN):
             metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
             metrics["discriminator_parameters"] = count_params(model.discriminator)
-        if isinstance(model, GAN):
+        if isinstance(model, Diffusion):
+            metrics["parameters"] = count_params(model.net)  # the EMA copy is the same network
+        if isinstance(model, (GAN, Diffusion)):
             own = model.analyze(classifier(net), cfg.seed)
             metrics.update(own.metrics)
             grids.update(own.grids)
             arrays.update(own.arrays)
         n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
+        t0 = time.perf_counter()
         fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
+        timing["sample_seconds_per_1000"] = round((time.perf_counter() - t0) * 1000 / n, 3)
         metrics.update(_charged("metrics", generative_metrics_sets, net, x_train, fake, cfg.evaluate, cfg.seed,
                                 data.num_classes))
+        if isinstance(model, Diffusion):
+            arrays.update(_charged("sampling", steps_sweep, model, net, x_train, cfg, data.num_classes))
+            timing["sweep_seconds_per_1000"] = arrays.pop("sweep_seconds_per_1000")
         grids["samples"] = fake[: cfg.train.grid_size]
-    return metrics, grids, arrays
+    return metrics, grids, arrays, timing
+
+
+class _Steps:
+    """A diffusion model's sampler at one setting, as the `sample(n, generator)` that `draw` calls."""
+
+    def __init__(self, sample):
+        self.sample = sample
+
+
+def steps_sweep(model: Diffusion, net: EvaluatorNet, x_train: torch.Tensor, cfg: StudyConfig,
+                num_classes: int) -> dict[str, list]:
+    """FID, recall, classes covered and seconds per 1,000 samples against the number of sampling steps: DDIM at
+    each count of the model's `steps_sweep`, deterministic (eta 0) and with the model's eta where that differs,
+    then ancestral DDPM over all T steps, each on the model's `sweep_samples` images from the same seeded noise
+    (FID at one sample count: comparable along the sweep, not with the table's)."""
+    real, n, mcfg = RealSet(net, x_train), model.cfg.sweep_samples, model.cfg
+    out: dict[str, list] = {k: [] for k in ("sweep_sampler", "sweep_eta", "sweep_steps", "sweep_fid", "sweep_recall",
+                                            "sweep_classes", "sweep_seconds_per_1000")}
+    settings = [("ddim", eta, s, lambda k, g, s=s, eta=eta: model.ddim(k, g, s, eta=eta))
+                for eta in sorted({0.0, mcfg.eta}) for s in mcfg.steps_sweep]
+    for sampler, eta, steps, sample in [*settings, ("ddpm", 1.0, model.T, model.ancestral)]:
+        t0 = time.perf_counter()
+        images = draw(_Steps(sample), n, cfg.seed + 5)
+        seconds = time.perf_counter() - t0
+        m = set_metrics(real, *embed(net, images), cfg.evaluate, cfg.seed, num_classes, with_kid=False)
+        for key, value in (("sampler", sampler), ("eta", eta), ("steps", steps), ("fid", m["fid"]),
+                           ("recall", m["recall"]), ("classes", m["classes_covered"]),
+                           ("seconds_per_1000", round(seconds * 1000 / n, 3))):
+            out[f"sweep_{key}"].append(value)
+    return out
 
 
 def _charged(kind: str, fn, *args):

@@ -16,6 +16,7 @@ from pipeline import StudyError
 from .base import ImageShape, ModelConfig
 from .conv import Conv, ConvConfig
 from .dcgan import DCGAN, DCGANConfig
+from .ddpm import DDPM, DDPMConfig
 from .gan import MLPGAN, MLPGANConfig
 from .denoising import Denoising, DropoutDenoisingConfig, GaussianDenoisingConfig
 from .greedy import Greedy, GreedyConfig
@@ -30,10 +31,10 @@ from .stylegan import StyleGAN, StyleGANConfig
 from .tied import Tied, TiedConfig
 from .vae import VAE, VAEConfig
 
-Family = Literal["autoencoder", "gan"]
-PARAMS_BLOCK: dict[str, str] = {"autoencoder": "autoencoders", "gan": "gans"}  # family -> params.yaml key
-TRAIN_STAGE: dict[str, str] = {"autoencoder": "train_ae", "gan": "train_gan"}  # family -> dvc.yaml stage
-EVAL_STAGE: dict[str, str] = {"autoencoder": "evaluate_ae", "gan": "evaluate_gan"}
+Family = Literal["autoencoder", "gan", "diffusion"]
+PARAMS_BLOCK: dict[str, str] = {"autoencoder": "autoencoders", "gan": "gans", "diffusion": "diffusion"}  # params.yaml key
+TRAIN_STAGE: dict[str, str] = {"autoencoder": "train_ae", "gan": "train_gan", "diffusion": "train_diffusion"}  # dvc.yaml
+EVAL_STAGE: dict[str, str] = {"autoencoder": "evaluate_ae", "gan": "evaluate_gan", "diffusion": "evaluate_diffusion"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ MODELS: dict[str, ModelSpec] = {
     "progan_no_eqlr": ModelSpec("gan", ProGANNoEqualizedLRConfig, ProGAN, "ProGAN ablation: no equalized LR"),
     "progan_no_pixelnorm": ModelSpec("gan", ProGANNoPixelNormConfig, ProGAN, "ProGAN ablation: no pixel norm"),
     "stylegan": ModelSpec("gan", StyleGANConfig, StyleGAN, "style-based generator"),
+    "ddpm": ModelSpec("diffusion", DDPMConfig, DDPM, "denoising diffusion (DDPM, DDIM sampling)"),
 }
 
 

@@ -1,9 +1,11 @@
-"""What every model of the study shares: strict config bases and the two family interfaces.
+"""What every model of the study shares: strict config bases and the three family interfaces.
 
 An autoencoder maps images to codings and back and owns its loss (`loss(x) -> dict`), so the single
 autoencoder loop never needs to know which model it trains. A GAN owns a generator, a discriminator and an
 EMA copy of the generator; its objective (non-saturating BCE, ...) is named in its config and lives in
-`pipeline.train.objectives`. Images enter and leave every model in [0, 1], shape (B, C, H, W).
+`pipeline.train.objectives`. A diffusion model owns a noise-predicting network, its EMA copy and its loss
+(`loss(x) -> dict`, like an autoencoder's) and samples by denoising in steps. Images enter and leave every model
+in [0, 1], shape (B, C, H, W).
 """
 
 from __future__ import annotations
@@ -76,6 +78,15 @@ class GANTraining(ModelConfig):
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
     ema_decay: float = Field(0.995, ge=0, lt=1)  # 0 keeps the EMA generator equal to the live one
+
+
+class DiffusionTraining(ModelConfig):
+    """Knobs of the diffusion loop, shared by every diffusion model. The length of training is `budget.images`."""
+
+    batch_size: BatchSize = 64
+    optimizer: Literal["adam", "nadam"] = "adam"
+    lr: float = Field(2e-4, gt=0, le=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)  # 0 keeps the EMA network equal to the live one
 
 
 def activation(name: str) -> nn.Module:
@@ -212,6 +223,27 @@ class GAN(nn.Module, Generative):
         images = self(self.latent(n, generator))
         self.ema.train(was_training)
         return images.clamp(0, 1)
+
+    def analyze(self, classify: Callable[[Tensor], Tensor], seed: int) -> Analysis:
+        """Model-specific evaluation; `classify` maps images in [0, 1] to the evaluator's classes."""
+        return Analysis()
+
+
+class Diffusion(nn.Module, Generative):
+    """A network trained to undo a fixed noising process, plus its EMA copy (which samples).
+
+    `loss(x)` draws noise levels and noise for a batch in [0, 1] and returns the training objective (key 'loss');
+    `sample(n, generator, steps=None)` denoises pure noise in `steps` steps (None: the configured count). The loop
+    moves `ema` toward `net` after every step; the evaluation calls `analyze`."""
+
+    net: nn.Module
+    ema: nn.Module
+
+    def loss(self, x: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def sample(self, n: int, generator: torch.Generator | None = None, steps: int | None = None) -> Tensor:
+        raise NotImplementedError
 
     def analyze(self, classify: Callable[[Tensor], Tensor], seed: int) -> Analysis:
         """Model-specific evaluation; `classify` maps images in [0, 1] to the evaluator's classes."""

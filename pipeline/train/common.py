@@ -47,6 +47,15 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, betas=(
     raise StudyError(f"unknown optimizer '{name}'; allowed: nadam, adam, rmsprop, sgd")
 
 
+@torch.no_grad()
+def update_ema(ema: nn.Module, live: nn.Module, decay: float, step: int) -> None:
+    decay = min(decay, (1 + step) / (10 + step))  # short warm-up: early EMA follows the live weights closely
+    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)  # one fused call
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(live.buffers()))
+
+
 def fingerprint(*parts: Any) -> str:
     """A hash of everything that must match for a checkpoint to be resumed."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -20,18 +20,9 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from pipeline.models.base import GAN
 from pipeline.train import distributed
-from pipeline.train.common import make_optimizer
+from pipeline.train.common import make_optimizer, update_ema
 from pipeline.train.objectives import OBJECTIVES
 from pipeline.train.session import Session
-
-
-@torch.no_grad()
-def update_ema(ema: nn.Module, live: nn.Module, decay: float, step: int) -> None:
-    decay = min(decay, (1 + step) / (10 + step))  # short warm-up: early EMA follows the live weights closely
-    torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)  # one fused call
-    buffers = list(ema.buffers())
-    if buffers:
-        torch._foreach_copy_(buffers, list(live.buffers()))
 
 
 @torch.no_grad()

@@ -9,10 +9,11 @@ from pipeline.config import StudyConfig
 from pipeline.data import Dataset
 from pipeline.models import spec
 from pipeline.train.autoencoder import train_autoencoder
+from pipeline.train.diffusion import train_diffusion
 from pipeline.train.gan import train_gan
 from pipeline.train.session import TrainPaths, run_session
 
-LOOPS = {"autoencoder": train_autoencoder, "gan": train_gan}
+LOOPS = {"autoencoder": train_autoencoder, "gan": train_gan, "diffusion": train_diffusion}
 
 
 def train_model(name: str, cfg: StudyConfig, data: Dataset, paths: TrainPaths, tracker=None,

@@ -1,10 +1,10 @@
 """One training run of one model: set-up and wrap-up that both family loops share.
 
-The family loops (`autoencoder.py`, `gan.py`) differ only in what a step and an epoch end do; everything
+The family loops (`autoencoder.py`, `gan.py`, `diffusion.py`) differ only in what a step and an epoch end do; everything
 else (seeding, device, the budget, the curve points, the tracking run, grids, the final model file, history,
 curve and timing, discarding the checkpoint) happens here, once.
 
-A generative model (the VAE, every GAN) trains for the study's `budget.images` and, given a judge (the
+A generative model (the VAE, every GAN, every diffusion model) trains for the study's `budget.images` and, given a judge (the
 evaluator's metrics), is measured at `budget.curve_points` evenly spaced points of it: `curve.json` holds FID,
 precision, recall and coverage against images seen and training seconds.
 """
@@ -54,7 +54,8 @@ class TrainPaths:
 
 # What `dvc plots` draws per epoch for each family: the fields every model of the family has (one schema per
 # directory, as DVC's plot definitions by directory need), and the curve of a generative model against images seen.
-PLOT_FIELDS = {"autoencoder": ("train_mse", "test_mse"), "gan": ("train_d_loss", "train_g_loss")}
+PLOT_FIELDS = {"autoencoder": ("train_mse", "test_mse"), "gan": ("train_d_loss", "train_g_loss"),
+               "diffusion": ("train_loss",)}
 CURVE_FIELDS = ("images", "seconds", "fid", "recall", "classes_covered")
 
 
