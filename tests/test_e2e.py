@@ -55,7 +55,8 @@ def study(tmp_path_factory, tiny_raw):
 def test_repro_produces_metrics_report_and_mlflow_runs(study):
     repo, env, first = study
     for stage in ("prepare", "evaluator", "train_ae@pca-42", "train_ae@stacked-42", "train_ae@vae-42",
-                  "train_gan@dcgan-42", "evaluate_ae@vae-42", "report"):
+                  "train_gan@dcgan-42", "evaluate_ae@vae-42", "train_diffusion@ddpm-42", "evaluate_diffusion@ddpm-42",
+                  "report"):
         assert f"Running stage '{stage}'" in first.stdout
     evaluator = json.loads((repo / "metrics" / "evaluator.json").read_text())
     assert 0.5 < evaluator["test_accuracy"] <= 1  # two epochs on 400 images
@@ -71,13 +72,17 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     profile = json.loads((repo / "runs" / "stacked-42" / "train" / "profile.json").read_text())
     assert profile["steps"] > 0 and profile["wall"] >= profile["steps"] + profile["startup"]
     assert (repo / "reports" / "figures" / "curves_gans.png").stat().st_size > 1000
+    assert "## Diffusion: denoising in steps" in report and "| ddpm |" in report and "sampling (s / 1,000)" in report
+    assert {"noise_schedules.png", "ddpm_steps_sweep.png", "ddpm_trajectory.png"} <= {
+        p.name for p in (repo / "reports" / "figures").iterdir()}
 
     # DVC plots: every model's per-epoch curves and every generative model's FID curve, by directory definition
     plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env).stdout)
     assert not plots.get("errors"), plots["errors"]
     data = plots["data"]
     assert {"plots/autoencoder_history/stacked-42.json", "plots/gan_history/dcgan-42.json",
-            "plots/curve/dcgan-42.json", "plots/curve/vae-42.json"} <= data.keys(), sorted(data)
+            "plots/curve/dcgan-42.json", "plots/curve/vae-42.json", "plots/diffusion_history/ddpm-42.json",
+            "plots/curve/ddpm-42.json"} <= data.keys(), sorted(data)
     values = data["plots/gan_history/dcgan-42.json"][0]["content"]["data"]["values"]  # one row per epoch and y field
     history = json.loads((repo / "runs" / "dcgan-42" / "train" / "history.json").read_text())
     assert [v["epoch"] for v in values if v["field"] == "train_g_loss"] == [r["epoch"] for r in history]

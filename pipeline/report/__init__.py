@@ -82,9 +82,12 @@ HEALTH = ("ok", "collapsed", "blew_up")  # worst last
 
 def _stage_profiles(run_dir: Path) -> dict:
     """Where a model's two stages spent their time (profile.json of train and eval: `train_profile`,
-    `eval_profile`, with `train_wall` / `eval_wall` as numbers the seeds average) and how its training ended
-    (`health`, from health.json). Runs made before these files existed simply lack them."""
+    `eval_profile`, with `train_wall` / `eval_wall` as numbers the seeds average), how long its sampling takes
+    (eval/timing.json: `sample_seconds_per_1000`, a diffusion model's `sweep_seconds_per_1000`) and how its
+    training ended (`health`, from health.json). Runs made before these files existed simply lack them."""
     out: dict = {}
+    if (p := run_dir / "eval" / "timing.json").is_file():  # sampling time per 1,000 images (generative models)
+        out.update(read_json(p))
     for stage in ("train", "eval"):
         if (p := run_dir / stage / "profile.json").is_file():
             out[f"{stage}_profile"] = read_json(p)

@@ -205,3 +205,38 @@ def growth_schedule(arrays: dict[str, list], name: str, path: Path) -> str:
     ax.set_title(f"{name}: growth schedule")
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def noise_schedules(arrays: dict[str, list], path: Path) -> str:
+    """abar_t against t for the linear and the cosine schedule (the signal a noised image keeps)."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for i, kind in enumerate(("linear", "cosine")):
+        ax.plot(arrays["schedule_t"], arrays[f"abar_{kind}"], color=f"C{i}", label=kind)
+    ax.set_xlabel("step t")
+    ax.set_ylabel("ᾱ_t (signal variance kept)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Noise schedules")
+    return _save(fig, path)
+
+
+def steps_sweep(arrays: dict[str, list], path: Path) -> str:
+    """FID and seconds per 1,000 samples against the number of sampling steps (log axis): one line per DDIM eta,
+    ancestral DDPM as a point of its own."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    rows = list(zip(arrays["sweep_sampler"], arrays["sweep_eta"], arrays["sweep_steps"]))
+    for ax, key, label in ((axes[0], "sweep_fid", "FID ↓"), (axes[1], "sweep_seconds_per_1000", "seconds per 1,000 samples")):
+        values = arrays[key]
+        for i, eta in enumerate(sorted({e for k, e, _ in rows if k == "ddim"})):
+            line = [(s, v) for (k, e, s), v in zip(rows, values) if k == "ddim" and e == eta]
+            ax.plot([s for s, _ in line], [v for _, v in line], "o-", color=f"C{i}", label=f"DDIM, η = {eta:g}")
+        ax.plot([s for k, _, s in rows if k == "ddpm"], [v for (k, _, _), v in zip(rows, values) if k == "ddpm"],
+                "s", color="C3", label="DDPM (ancestral)")
+        ax.set_xscale("log")
+        if key == "sweep_seconds_per_1000":
+            ax.set_yscale("log")  # from a few seconds to T passes an image
+        ax.set_xlabel("sampling steps (network passes)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -370,7 +370,8 @@ def generative(study: Study) -> str | None:
                       ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
                       (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
                       ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
-                      ("images/s", "images_per_second", _int), ("training ended", "health", _health)], rows),
+                      ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _num(2)),
+                      ("training ended", "health", _health)], rows),
         "",
         f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
         f"whatever its batch size. " + (
@@ -391,7 +392,8 @@ def generative(study: Study) -> str | None:
         f"(all sets together); class KL is the KL divergence of the predicted-class histogram from uniform (0: "
         f"balanced; ln {k} ≈ {np.log(k):.3f}: a single class). The first row is the floor: the same code comparing "
         "the real test split with the train split. Train time counts optimizer steps only (where the rest of each "
-        "stage's time goes: below). \"Training ended\": ok, ⚠ collapsed (the last curve point covers fewer than half "
+        "stage's time goes: below); sampling is the evaluation's time to draw 1,000 images (one network pass for the "
+        "VAE and the GANs, one per step for diffusion). \"Training ended\": ok, ⚠ collapsed (the last curve point covers fewer than half "
         "the classes) or ⚠ blew up (a loss ended three orders of magnitude above its best step): the training "
         "stage's own verdict (runs/<m>-<seed>/train/health.json), also a warning line of the stage and an MLflow tag.",
         "",
@@ -758,6 +760,83 @@ def findings(study: Study) -> str | None:
     return "\n".join(out + [""])
 
 
+def diffusion(study: Study) -> str | None:
+    """What diffusion shows that the others do not: its schedule, a reverse trajectory, and the cost of sampling."""
+    names = [n for n in study.metrics if "sweep_fid" in study.arrays[n]]
+    if not names:
+        return None
+    m, a = study.metrics, study.arrays
+    out = ["## Diffusion: denoising in steps", ""]
+    first = a[names[0]]
+    path = fig.noise_schedules(first, study.figures / "noise_schedules.png")
+    out += [f"The forward process keeps a share ᾱ_t of the image's variance at step t; the rest is noise. The "
+            f"linear schedule (Ho et al. 2020) destroys the signal sooner than the cosine one (Nichol & Dhariwal "
+            f"2021): ᾱ_t falls below one half at t = {_half(first, 'linear')} against t = {_half(first, 'cosine')} "
+            f"(T = {study.cfg.model(names[0]).timesteps}).",
+            "", f"![noise schedules](figures/{path})", ""]
+    for n in names:
+        cfg, arr = study.cfg.model(n), {**a[n], "sweep_seconds_per_1000": m[n]["sweep_seconds_per_1000"]}
+        rows = [{"sampler": k, "eta": e, "steps": s, "fid": f, "recall": r, "classes": c, "seconds": t}
+                for k, e, s, f, r, c, t in zip(arr["sweep_sampler"], arr["sweep_eta"], arr["sweep_steps"],
+                                               arr["sweep_fid"], arr["sweep_recall"], arr["sweep_classes"],
+                                               arr["sweep_seconds_per_1000"])]
+        ddpm = next(r for r in rows if r["sampler"] == "ddpm")
+        ddim = [r for r in rows if r["sampler"] == "ddim"]
+        best = min(ddim, key=lambda r: r["fid"])
+        near = [r for r in ddim if r["fid"] <= ddpm["fid"]]
+        first_near = min(near, key=lambda r: (r["steps"], r["fid"])) if near else None
+        path = fig.steps_sweep(arr, study.figures / f"{n}_steps_sweep.png")
+        out += [f"### `{n}`: {cfg.schedule} schedule, T = {cfg.timesteps}, the study's samples by DDIM in "
+                f"{cfg.sample_steps} steps, η = {cfg.eta:g}", "",
+                "Reverse trajectories (ancestral sampling, every tenth of the way from pure noise at t = T to the "
+                "image), one row per sample:", "", f"![{n} trajectory](figures/{n}_trajectory.png)", "",
+                "The same starting noise denoised by DDIM with each step count of the sweep (columns):", "",
+                f"![{n} by steps](figures/{n}_samples_by_steps.png)", "",
+                table([("sampler", "sampler", str), ("η", "eta", lambda v: f"{v:g}"), ("steps", "steps", _int),
+                       ("FID ↓", "fid", _num(1)),
+                       ("recall ↑", "recall", _num(3)), ("classes", "classes", _count),
+                       ("seconds / 1,000 samples", "seconds", _num(2))], rows), "",
+                f"![{n} steps sweep](figures/{path})", "",
+                f"Each row scores {cfg.sweep_samples} images from the same noise ({cfg.sweep_samples} is fewer than the "
+                f"table's sets, so these FIDs compare along the sweep, not with the table). Ancestral DDPM over all "
+                f"{ddpm['steps']} steps: FID {ddpm['fid']:.1f} at {ddpm['seconds']:.1f} s per 1,000 samples; the best "
+                f"DDIM setting, {best['steps']} steps at η = {best['eta']:g}: FID {best['fid']:.1f} at "
+                f"{best['seconds']:.2f} s ({ddpm['seconds'] / best['seconds']:.0f}× cheaper). " + (
+                    f"DDIM matches or beats DDPM's FID from {first_near['steps']} steps (η = {first_near['eta']:g})."
+                    if first_near else "No DDIM setting of the sweep reaches DDPM's FID (within these samples).")
+                + _eta_pairs(rows, cfg.eta, cfg.steps_sweep), ""]
+        others = [o for o in study.having("fid") if o != n]
+        vae = [o for o in others if MODELS[o].family == "autoencoder"]
+        gans = [o for o in others if MODELS[o].family == "gan"]
+        every = len(study.seeds)
+        ahead = [o for o in others if claim(study, n, o)[0] == every]
+        behind = [o for o in others if claim(study, o, n)[0] == every]
+        cost = [m[o]["sample_seconds_per_1000"] for o in others if "sample_seconds_per_1000" in m[o]]
+        out.append(f"Against the other generators (lower FID beyond both sample-set spreads, in every seed): `{n}` "
+                   f"(FID {m[n]['fid']:.0f}) beats {_names(ahead) if ahead else 'none'}; is beaten by "
+                   f"{_names(behind) if behind else 'none'}; not separated from "
+                   f"{_names([o for o in others if o not in ahead and o not in behind]) or 'none'}. "
+                   f"Of the {len(gans)} GANs, {sum(o in ahead for o in gans)} are behind it"
+                   + (f"; the VAE{'s' if len(vae) > 1 else ''} ({_names(vae)}) "
+                      f"{'behind' if all(o in ahead for o in vae) else 'not all behind'}" if vae else "") + "."
+                   + (f" Its samples take {m[n]['sample_seconds_per_1000']:.2f} s per 1,000 against "
+                      f"{min(cost):.2f}–{max(cost):.2f} s for the one-pass generators." if cost else ""))
+        out.append("")
+    return "\n".join(out)
+
+
+def _eta_pairs(rows: list[dict], eta: float, steps: list[int]) -> str:
+    """' FID of deterministic DDIM against DDIM at `eta`, step count by step count', when the sweep has both."""
+    fid = {(r["eta"], r["steps"]): r["fid"] for r in rows if r["sampler"] == "ddim"}
+    pairs = [f"{s} steps {fid[0.0, s]:.0f} against {fid[eta, s]:.0f}" for s in steps if (0.0, s) in fid and (eta, s) in fid]
+    return f" FID of deterministic DDIM (η = 0) against η = {eta:g}: " + ", ".join(pairs) + "." if eta and pairs else ""
+
+
+def _half(arrays: dict[str, list], kind: str) -> int:
+    """The first listed step where abar_t falls below one half."""
+    return next((t for t, v in zip(arrays["schedule_t"], arrays[f"abar_{kind}"]) if v < 0.5), arrays["schedule_t"][-1])
+
+
 SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, budget_curves, mode_collapse, tuning, variants, growth, gan_analyses, gan_curves,
-            time_profile]
+            pretraining, generative, budget_curves, diffusion, mode_collapse, tuning, variants, growth, gan_analyses,
+            gan_curves, time_profile]
