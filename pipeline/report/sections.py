@@ -20,6 +20,11 @@ def _num(digits: int) -> Fmt:
     return lambda v: "–" if v is None else f"{v:.{digits}f}"
 
 
+def _sig(v: Any) -> str:
+    """Three significant digits: times from milliseconds to minutes."""
+    return "–" if v is None else f"{v:.3g}"
+
+
 def _int(v: Any) -> str:
     return "–" if v is None else f"{int(v):,}"
 
@@ -370,7 +375,7 @@ def generative(study: Study) -> str | None:
                       ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
                       (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
                       ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
-                      ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _num(2)),
+                      ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _sig),
                       ("training ended", "health", _health)], rows),
         "",
         f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
@@ -819,8 +824,9 @@ def diffusion(study: Study) -> str | None:
                    f"Of the {len(gans)} GANs, {sum(o in ahead for o in gans)} are behind it"
                    + (f"; the VAE{'s' if len(vae) > 1 else ''} ({_names(vae)}) "
                       f"{'behind' if all(o in ahead for o in vae) else 'not all behind'}" if vae else "") + "."
-                   + (f" Its samples take {m[n]['sample_seconds_per_1000']:.2f} s per 1,000 against "
-                      f"{min(cost):.2f}–{max(cost):.2f} s for the one-pass generators." if cost else ""))
+                   + (f" Its samples take {_sig(m[n]['sample_seconds_per_1000'])} s per 1,000 against "
+                      f"{_sig(min(cost))}–{_sig(max(cost))} s for the one-pass generators "
+                      f"({m[n]['sample_seconds_per_1000'] / max(cost):.0f}× the slowest of them)." if cost else ""))
         out.append("")
     return "\n".join(out)
 
