@@ -68,8 +68,11 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.loop --stage $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.loop --processes 1 2
 
+# Two workers, whole modules each: the end-to-end module (collected first, tests/conftest.py) on one, the other
+# modules on the other; each worker and the stages it starts use one thread. TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Opens on the study's runs table: the experiment is tagged as model training (not GenAI), and the URL printed
 # below goes straight to its runs.

@@ -53,7 +53,9 @@ def test_a_finite_blow_up_finishes_but_is_named(workdir, tiny_raw, invoke):  # n
         assert invoke(*args).exit_code == 0
     result = invoke("train-gan", "gan")
     assert result.exit_code == 0, result.output
-    assert "warning: gan (seed 42): train_g_loss ended at" in result.output and "blew up" in result.output
+    # which network's loss is named depends on float order (one thread or two): either blew up by orders of magnitude
+    warning = [line for line in result.output.splitlines() if line.startswith("warning: gan (seed 42): train_")]
+    assert len(warning) == 1 and "_loss ended at" in warning[0] and "blew up" in warning[0], result.output
     health = json.loads((workdir / "runs" / "gan-42" / "train" / "health.json").read_text())
     assert health["status"] == "blew_up"
     (train,) = [r for r in _mlflow_runs(workdir) if r.data.tags["dvc.stage"] == "train_gan@gan-42"]
