@@ -1,15 +1,19 @@
 """`make bench`: the study's training loop against a plain PyTorch loop on the same model, batches and optimizer.
 
 For DCGAN and the conv autoencoder of params.yaml, `--epochs` epochs of steps (default 2, so that the per-epoch
-work of the study's loop, its grids and test metrics, is inside the measurement) run twice from the same seed:
+work of the study's loop, its grids and test metrics, is inside the measurement) run from the same seed, each way
+`--repeats` times (alternated; the fastest run of each way counts):
 
 - through the study: `train_model(..., max_steps=N)`, the code a training stage runs (checkpoints every
   `train.checkpoint_every` steps and at each epoch end, per-epoch grids and test metrics, progress bar), timed from
   the first step to the last (`Loop.run`), tracking off;
 - through a plain loop written here: the same seeded batch order, the same loss and optimizer, nothing else.
 
-It prints images/s of both and their ratio, and the wall time of the whole stage process (`python -m stages
-train-... --tracking none`, from process start to its model file) when `--stage` is given. `--processes 1 2`
+It prints images/s of both and two ratios: the loop itself (steps, batching, bookkeeping, checkpoints and
+progress, without the per-epoch evaluation and curve points a plain loop does not do) against the plain loop, and
+the whole `Loop.run` (those included) against it; then the per-epoch work as a share of the step time. With
+`--stage`, the wall time of the whole stage process (`python -m stages train-... --tracking none`, from process
+start to its model file). `--processes 1 2`
 instead runs DCGAN's training stage data-parallel in 1 and then 2 processes (torchrun, one thread each, a budget
 of `--images`) and prints images/s of each (train.processes). A benchmark, not a
 test: times depend on the machine (state it beside the numbers) and on what else runs.
@@ -87,9 +91,12 @@ def plain_autoencoder(cfg, name, data, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def study_loop(cfg, name, data, steps: int, tmp: Path) -> float:
-    """Seconds spent in `Loop.run` (first step to last, epoch ends and checkpoints included)."""
+def study_loop(cfg, name, data, steps: int, tmp: Path) -> tuple[float, float, float]:
+    """Seconds spent in `Loop.run` (first step to last, everything included), of them in the per-epoch evaluation
+    and curve points (the loop's own profile), and in the optimizer steps."""
     spent: list[float] = []
+    evaluating: list[float] = []
+    stepping: list[float] = []
     run = Loop.run
 
     @functools.wraps(run)
@@ -99,6 +106,8 @@ def study_loop(cfg, name, data, steps: int, tmp: Path) -> float:
             return run(self, *args, **kwargs)
         finally:
             spent.append(time.perf_counter() - t0)
+            evaluating.append(sum(self.state.profile.get(k, 0.0) for k in ("epoch_end", "curve")))
+            stepping.append(self.state.seconds)
 
     Loop.run = timed  # type: ignore[method-assign]
     try:
@@ -106,7 +115,7 @@ def study_loop(cfg, name, data, steps: int, tmp: Path) -> float:
     finally:
         Loop.run = run  # type: ignore[method-assign]
     assert not finished, f"{name}: the budget ended before {steps} steps"
-    return sum(spent)
+    return sum(spent), sum(evaluating), sum(stepping)
 
 
 def stage_wall(name: str, family: str, tmp: Path) -> float:
@@ -163,6 +172,8 @@ def processes_bench(counts: list[int], images: int, tmp: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--epochs", type=int, default=2, help="epochs of steps to time (default 2)")
+    ap.add_argument("--repeats", type=int, default=5, help="runs of each loop, alternated; the fastest counts "
+                    "(default 5)")
     ap.add_argument("--stage", action="store_true", help="also time each model's whole training stage "
                     "(needs `dvc repro prepare evaluator` first)")
     ap.add_argument("--processes", type=int, nargs="+", help="instead: DCGAN's stage at these process counts")
@@ -179,14 +190,25 @@ def main() -> None:
             prepare(cfg.data, cfg.seed, tmp / "data")
             data = load(tmp / "data")
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.x_train)} training images")
-        print(f"{'model':8} {'steps':>6} {'study img/s':>12} {'plain img/s':>12} {'ratio':>6}")
+        print("loop: the study's loop without its per-epoch evaluation; all: Loop.run as a whole; ratio: against "
+              "the plain loop; evaluation: per-epoch work and curve points, as a share of the step time; noise: the plain loop's "
+              "slowest run against its fastest (a ratio within it is no difference)")
+        print(f"{'model':8} {'steps':>6} {'plain img/s':>12} {'loop img/s':>11} {'ratio':>6} {'all img/s':>10} "
+              f"{'ratio':>6} {'evaluation':>11} {'noise':>6}")
         for name, family, plain in (("dcgan", "gan", plain_gan), ("conv", "ae", plain_autoencoder)):
             bs = cfg.model(name).batch_size
             steps = args.epochs * (len(data.x_train) // bs)
             plain(cfg, name, data, min(steps, 5))  # warm-up: first calls allocate
-            ours = study_loop(cfg, name, data, steps, tmp)
-            base = plain(cfg, name, data, steps)
-            line = f"{name:8} {steps:6d} {steps * bs / ours:12.1f} {steps * bs / base:12.1f} {base / ours:6.3f}"
+            runs, bases = [], []
+            for k in range(args.repeats):  # alternated; the fastest of each (timeit's habit: the others were disturbed)
+                runs.append(study_loop(cfg, name, data, steps, tmp / f"{name}-{k}"))
+                bases.append(plain(cfg, name, data, steps))
+            ours, evaluating, stepping = min(runs)
+            base = min(bases)
+            images, loop = steps * bs, ours - evaluating
+            line = (f"{name:8} {steps:6d} {images / base:12.1f} {images / loop:11.1f} {base / loop:6.3f} "
+                    f"{images / ours:10.1f} {base / ours:6.3f} {evaluating / stepping:10.1%} "
+                    f"{max(bases) / base - 1:6.1%}")  # the plain loop's slowest run against its fastest
             if args.stage:
                 line += f"   stage {stage_wall(name, family, tmp):.1f} s (process start to model file)"
             print(line, flush=True)
