@@ -105,3 +105,13 @@ def test_a_run_killed_from_outside_is_marked_killed_when_the_stage_next_starts(t
     status = {r.info.run_id: r.info.status for r in _mlflow_runs(tmp_path)
               if r.data.tags["dvc.stage"] == "train_gan@dcgan-42"}
     assert status.pop(dead.info.run_id) == "KILLED" and list(status.values()) == ["FINISHED"]
+
+
+def test_seeding_turns_on_deterministic_algorithms_without_importing_the_compiler():
+    """Every stage seeds; torch's public switch would import torch._inductor and torch._dynamo (seconds of start-up
+    for a compiler the study never uses)."""
+    code = ("import sys, torch; from pipeline.train.common import seed_everything; seed_everything(0); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._dynamo' in sys.modules, 'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "True", "False", "False"], out
