@@ -140,6 +140,19 @@ def test_adain_sets_each_maps_statistics_from_the_style():
     assert torch.equal(layer.noise_strength, torch.zeros(4))  # learned, starting at 0
 
 
+def test_stylegan_constant_input_gets_gradients_on_the_scale_of_the_other_parameters():
+    # A flat constant (ones) made the first instance norm divide zeros by sqrt(eps): its gradient, and the first
+    # noise strength's, were 10^4 times any other parameter's, and rounding noise set the 4x4 layout.
+    torch.manual_seed(0)
+    model = StyleGAN(StyleGANConfig(), SHAPE)
+    g = model.generator
+    (-model.discriminator(g(model.latent(16))).mean()).backward()
+    reference = g.synthesis.layers[1].conv.weight.grad.norm()
+    assert g.synthesis.const.grad.norm() < 10 * reference
+    assert g.synthesis.layers[0].noise_strength.grad.norm() < 10 * reference
+    assert g.synthesis.const.std() > 0.5  # a spatial pattern from the start
+
+
 def test_stylegan_truncation_mixing_and_mapping_learning_rate():
     cfg = StyleGANConfig()
     model = StyleGAN(cfg, SHAPE).eval()
