@@ -46,7 +46,7 @@ from pipeline.train.session import TrainPaths
 def plain_gan(cfg, name, data, steps: int) -> float:
     seed_everything(cfg.seed)
     mcfg = cfg.model(name)
-    model = build(name, mcfg, data.shape)
+    model = build(name, mcfg, data.shape).to(memory_format=torch.channels_last)  # as the study's GAN loop
     objective = OBJECTIVES[mcfg.objective](mcfg)
     betas = (mcfg.beta1, mcfg.beta2)
     opt_g = make_optimizer(mcfg.optimizer, model.generator.parameters(), mcfg.lr_g, betas)
