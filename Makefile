@@ -39,8 +39,9 @@ seeds: $(STAMP)
 
 # Equal tuning effort: the same learning-rate grid (lr_g = lr_d) for every GAN and ablation, one queued DVC
 # experiment per model and value, run one at a time (2 cores), then summarised into metrics/lr_sweep.json (commit
-# it; the report's "Tuning effort" section shows it). SWEEP_MODELS / LR_GRID narrow or widen it.
-LR_GRID ?= 0.0002 0.001 0.005 0.02
+# it; the report's "Tuning effort" section shows it). SWEEP_MODELS / LR_GRID narrow or widen it. The grid is
+# log-uniform, half a decade apart; a value equal to the one params.yaml has comes back from DVC's run cache.
+LR_GRID ?= 0.0003 0.001 0.003 0.01
 SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
 sweep: $(STAMP)
 	@for m in $(SWEEP_MODELS); do for lr in $(LR_GRID); do \
