@@ -91,6 +91,14 @@ def test_dvc_analytics_are_off():
     assert "analytics = false" in (ROOT / ".dvc" / "config").read_text()
 
 
+def test_dvc_parses_yaml_with_the_c_parser():
+    """A no-op `dvc repro` is mostly YAML parsing (params.yaml once per stage, dvc.lock twice): the project installs
+    libyaml's parser, and ruamel, which DVC reads them with, must find it."""
+    from ruamel.yaml import YAML
+
+    assert YAML(typ="safe").Parser.__module__.endswith("_ruamel_yaml")
+
+
 def test_every_param_a_stage_declares_is_in_params_yaml(params_raw):
     """DVC refuses to run a stage whose declared params are missing: catch it before `dvc repro` does."""
     from dvc.repo import Repo
