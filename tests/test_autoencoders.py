@@ -83,16 +83,47 @@ def test_greedy_trains_one_layer_at_a_time_then_the_stack():
     assert reached(5) == {k for k, _ in model.named_parameters()}
 
 
-def test_greedy_history_records_the_phases(tiny_cfg, tiny_data, tmp_path):
+def test_greedy_history_records_the_phases_and_the_whole_split_at_each_phase_end(tiny_raw, tiny_data, tmp_path,
+                                                                                  monkeypatch):
+    """Per-epoch MSE comes from fixed subsets; the whole test split is measured at the last epoch of each phase
+    (the numbers the report's before/after fine-tuning table uses) and at the last epoch, nowhere else."""
+    import copy
     import json
 
+    import pipeline.train.autoencoder as loop
+    from pipeline.train.common import batched
+
+    monkeypatch.setattr(loop, "EPOCH_EVAL_IMAGES", 30)  # fewer than the tiny test split's 100
+    raw = copy.deepcopy(tiny_raw)
+    raw["autoencoders"]["greedy"].update(pretrain_epochs=2, epochs=6)
+    cfg = parse_config(raw)
     paths = TrainPaths.for_model("greedy", tmp_path)
-    assert train_model("greedy", tiny_cfg, tiny_data, paths)
+    assert train_model("greedy", cfg, tiny_data, paths)
     history = json.loads((paths.run_dir / "history.json").read_text())
-    assert [r["phase"] for r in history] == ["layer1", "layer2", "finetune"]
-    _, payload = load_model(paths.model)
-    assert set(payload["extra"]["phase_test_mse"]) == {"layer1", "layer2", "finetune"}
-    assert payload["extra"]["phase_test_mse"]["finetune"] == history[-1]["test_mse"]
+    assert [r["phase"] for r in history] == ["layer1", "layer1", "layer2", "layer2", "finetune", "finetune"]
+    assert ["test_mse_full" in r for r in history] == [False, True, False, True, False, True]
+    model, payload = load_model(paths.model)
+    phases = payload["extra"]["phase_test_mse"]
+    assert phases == {"layer1": history[1]["test_mse_full"], "layer2": history[3]["test_mse_full"],
+                      "finetune": history[5]["test_mse_full"]}
+    model.eval()
+    with torch.no_grad():
+        whole = float(((batched(model.reconstruct, tiny_data.x_test) - tiny_data.x_test) ** 2).mean())
+    assert phases["finetune"] == pytest.approx(whole, rel=1e-6) and history[5]["test_mse"] != phases["finetune"]
+
+
+def test_the_epoch_measurements_do_not_change_the_training(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+    """The denoising loss draws noise, also when the epoch's end measures it on test images: those draws come
+    from their own seeded stream, so measuring more or fewer images per epoch trains the same weights."""
+    import pipeline.train.autoencoder as loop
+
+    weights = []
+    for n in (40, 90):
+        monkeypatch.setattr(loop, "EPOCH_EVAL_IMAGES", n)
+        paths = TrainPaths.for_model(f"denoising_gaussian-{n}", tmp_path)
+        assert train_model("denoising_gaussian", tiny_cfg, tiny_data, paths)
+        weights.append(load_model(paths.model)[0].state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
 @pytest.mark.parametrize("noise, level", [("gaussian", 0.2), ("dropout", 0.5)])
