@@ -625,17 +625,32 @@ def tuning(study: Study) -> str | None:
         row["own best"] = "yes" if row["used"] == row["best"] else "no"
         rows.append(row)
     off = [n for n in names if t["used"].get(n) != t["best"][n]]
+    edge = [n for n in names if len(t["results"][n]) > 1 and t["best"][n] in (t["grid"][0], t["grid"][-1])]
+    close = []  # the best value not ahead of the runner-up beyond both sample-set spreads
+    for n in names:
+        r, best = t["results"][n], t["best"][n]
+        fid = {v: {"fid": r[v]["fid"], "fid_std": r[v].get("fid_std") or 0} for v in r}
+        if len(r) > 1:
+            second = min((v for v in r if v != best), key=lambda v: r[v]["fid"])
+            if _beats(fid[best], fid[second]) is not True:
+                close.append(f"`{n}` ({best} against {second})")
     return "\n".join([
         "## Tuning effort",
         "",
         f"The same learning-rate grid (lr_g = lr_d ∈ {{{', '.join(t['grid'])}}}) for every GAN and ablation, each "
-        f"value one DVC experiment at the study's budget of {t['budget_images']:,} images (`make sweep`). Cells: "
-        "FID ± std over sample sets (classes covered).",
+        f"value one DVC experiment at the study's budget of {t['budget_images']:,} images and one training seed "
+        "(`make sweep`); the best value is the one of lowest mean FID. Cells: FID ± std over sample sets (classes "
+        "covered); – where the experiment left no result.",
         "",
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
                ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
         "",
-        f"Models not at their own best value of the grid: {_names(off)}.",
+        f"Models not at their own best value of the grid: {_names(off)}. "
+        + (f"Best at an end of the grid, so the optimum may lie beyond it: {_names(edge)}. " if edge else
+           "Every model's best value lies inside the grid. ")
+        + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
+           f"them in this seed): {', '.join(close)}." if close else
+           "Every model's best value is ahead of its runner-up beyond both sample-set spreads."),
         "",
     ])
 
