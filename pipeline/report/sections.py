@@ -596,7 +596,9 @@ def variants(study: Study) -> str | None:
             f"## Ablation: {', '.join(f'`{n}`' for n in names)}",
             "",
             f"The same code and training budget ({study.cfg.budget.images:,} images, the same batch size) with one "
-            "config value changed (FID: mean ± std over the sample sets):",
+            "config value changed"
+            + (", each variant at its own learning rate (its best of the grid in *Tuning effort* when the sweep has "
+               "run)" if {"lr_g", "lr_d"} & set(keys) else "") + " (FID: mean ± std over the sample sets):",
             "",
             spread_table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
                    ("precision", "precision", _pm(3, "precision_std")), ("recall", "recall", _pm(3, "recall_std")),
