@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 study: $(STAMP)
 	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
 
-# Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's runs come back from
-# DVC's run cache, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the
+# Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's stages are checked
+# out from the cache and up to date, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the
 # experiment's commit into reports/three-seeds/ (commit it). Takes about twice the time of `make study`.
 SEEDS ?= [42,43,44]
 SEEDS_EXP := three-seeds-$(shell git rev-parse --short HEAD 2>/dev/null)
@@ -40,7 +40,7 @@ seeds: $(STAMP)
 # Equal tuning effort: the same learning-rate grid (lr_g = lr_d) for every GAN and ablation, one queued DVC
 # experiment per model and value, run one at a time (2 cores), then summarised into metrics/lr_sweep.json (commit
 # it; the report's "Tuning effort" section shows it). SWEEP_MODELS / LR_GRID narrow or widen it. The grid is
-# log-uniform, half a decade apart; a value equal to the one params.yaml has comes back from DVC's run cache.
+# log-uniform, half a decade apart; in each experiment only the swept model's stages (and the report) run.
 LR_GRID ?= 0.0003 0.001 0.003 0.01
 SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
 sweep: $(STAMP)
