@@ -112,11 +112,15 @@ def test_greedy_history_records_the_phases_and_the_whole_split_at_each_phase_end
     assert phases["finetune"] == pytest.approx(whole, rel=1e-6) and history[5]["test_mse"] != phases["finetune"]
 
 
-def test_the_epoch_measurements_do_not_change_the_training(tiny_cfg, tiny_data, tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine"))])
+def test_the_epoch_measurements_do_not_change_the_training(device, tiny_raw, tiny_data, tmp_path, monkeypatch):
     """The denoising loss draws noise, also when the epoch's end measures it on test images: those draws come
-    from their own seeded stream, so measuring more or fewer images per epoch trains the same weights."""
+    from their own seeded stream (on CUDA the device's generator too), so measuring more or fewer images per
+    epoch trains the same weights."""
     import pipeline.train.autoencoder as loop
 
+    tiny_cfg = parse_config({**tiny_raw, "device": device})
     weights = []
     for n in (40, 90):
         monkeypatch.setattr(loop, "EPOCH_EVAL_IMAGES", n)

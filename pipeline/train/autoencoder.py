@@ -9,8 +9,8 @@ fixed latents. The per-epoch values are measured on fixed seeded subsets of EPOC
 images (the curves' shape, at a few per cent of the steps' time); where a number is used beyond the curve, the
 whole test split is measured: `test_mse_full` at the last epoch and at the end of each phase of a schedule (the
 greedy stack's `phase_test_mse`). The evaluation stage measures the whole train and test splits. The epoch's
-measurements draw from their own seeded random stream (denoising noise, VAE samples), so they neither change nor
-depend on the training's.
+measurements draw from their own seeded random stream (denoising noise, VAE samples; the CPU generator and, on
+CUDA, the device's), so they neither change nor depend on the training's.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
 
     def end_epoch(epoch: int) -> dict:
         model.eval()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
             torch.manual_seed(s.cfg.seed)
             row = {**phase, "train_mse": reconstruction_mse(model, x_train_some),
                    "test_mse": reconstruction_mse(model, x_test_some)}
