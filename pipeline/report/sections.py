@@ -590,7 +590,7 @@ def variants(study: Study) -> str | None:
                        f"no claim: beyond the spread in {better[0]} (better) and {worse[0]} (worse) of {better[1]} seeds")
             changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} ± {ref.get('fid_std', 0):.1f} → {m['fid']:.1f} ± "
                            f"{m.get('fid_std', 0):.1f} ({verdict}), classes covered "
-                           f"{ref['classes_covered']} → {m['classes_covered']}, train time "
+                           f"{_count(ref['classes_covered'])} → {_count(m['classes_covered'])}, train time "
                            f"{ref['train_seconds']:.0f} → {m['train_seconds']:.0f} s")
         out += [
             f"## Ablation: {', '.join(f'`{n}`' for n in names)}",
@@ -598,7 +598,8 @@ def variants(study: Study) -> str | None:
             f"The same code and training budget ({study.cfg.budget.images:,} images, the same batch size) with one "
             "config value changed"
             + (", each variant at its own learning rate (its best of the grid in *Tuning effort* when the sweep has "
-               "run)" if {"lr_g", "lr_d"} & set(keys) else "") + " (FID: mean ± std over the sample sets):",
+               "run)" if {"lr_g", "lr_d"} & set(keys) else "")
+            + f" (FID: mean ± std over the {'training seeds' if len(study.seeds) > 1 else 'sample sets'}):",
             "",
             spread_table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
                    ("precision", "precision", _pm(3, "precision_std")), ("recall", "recall", _pm(3, "recall_std")),
@@ -741,7 +742,7 @@ def findings(study: Study) -> str | None:
     out = ["## Findings", "",
            f"_Every sentence here is computed from the metrics files: {len(seeds)} training seed"
            f"{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), each evaluated on "
-           f"{m[gen[0]].get('sample_sets', 1)} disjoint sample sets. \"X beats Y\" is claimed only where X's mean FID "
+           f"{_count(m[gen[0]].get('sample_sets', 1))} disjoint sample sets. \"X beats Y\" is claimed only where X's mean FID "
            "is lower than Y's by more than both sample-set spreads together, in every seed._", ""]
     if len(same) == len(gen):
         out.append(f"- Same training budget: every generative model saw {budget:,} training images "
