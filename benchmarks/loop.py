@@ -9,6 +9,11 @@ work of the study's loop, its grids and test metrics, is inside the measurement)
   the first step to the last (`Loop.run`), tracking off;
 - through a plain loop written here: the same seeded batch order, the same loss and optimizer, nothing else.
 
+Time is CPU time of the process by default (`--clock cpu`, one thread: `--threads 1`): CPU time of a one-thread
+process counts only its own work (every thread of it: the loop has no background threads), not what other tenants
+of a shared machine take. It did not make this 2-core machine quiet: the plain loop's identical runs still differed
+by 6-31 % (wall clock, two threads: 25-46 %). `--clock wall` times wall seconds instead.
+
 It prints images/s of both and two ratios: the loop itself (steps, batching, bookkeeping, checkpoints and
 progress, without the per-epoch evaluation and curve points a plain loop does not do) against the plain loop, and
 the whole `Loop.run` (those included) against it; then the per-epoch work as a share of the step time. With
@@ -29,9 +34,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
+import pipeline.train.loop as loop_module
 from pipeline.config import load_config
 from pipeline.data import load, prepare
 from pipeline.models import build
@@ -41,6 +48,9 @@ from pipeline.train.loop import Loop
 from pipeline.train.objectives import OBJECTIVES
 from pipeline.train.run import train_model
 from pipeline.train.session import TrainPaths
+
+
+CLOCK = time.perf_counter  # set by main(): time.process_time for --clock cpu
 
 
 def plain_gan(cfg, name, data, steps: int) -> float:
@@ -53,7 +63,7 @@ def plain_gan(cfg, name, data, steps: int) -> float:
     opt_d = make_optimizer(mcfg.optimizer, model.discriminator.parameters(), mcfg.lr_d, betas)
     x = data.x_train * 2 - 1
     bs, n = mcfg.batch_size, len(x)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for step in range(steps):
         epoch, b = divmod(step, n // bs)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
@@ -70,7 +80,7 @@ def plain_gan(cfg, name, data, steps: int) -> float:
         opt_g.step()
         model.discriminator.requires_grad_(True)
         update_ema(model.ema, model.generator, mcfg.ema_decay, step)
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def plain_autoencoder(cfg, name, data, steps: int) -> float:
@@ -80,7 +90,7 @@ def plain_autoencoder(cfg, name, data, steps: int) -> float:
     opt = make_optimizer(mcfg.optimizer, model.parameters(), mcfg.lr)
     x = data.x_train
     bs, n = mcfg.batch_size, len(x)
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for step in range(steps):
         epoch, b = divmod(step, n // bs)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch))
@@ -88,7 +98,7 @@ def plain_autoencoder(cfg, name, data, steps: int) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def study_loop(cfg, name, data, steps: int, tmp: Path) -> tuple[float, float, float]:
@@ -101,19 +111,22 @@ def study_loop(cfg, name, data, steps: int, tmp: Path) -> tuple[float, float, fl
 
     @functools.wraps(run)
     def timed(self, *args, **kwargs):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         try:
             return run(self, *args, **kwargs)
         finally:
-            spent.append(time.perf_counter() - t0)
+            spent.append(CLOCK() - t0)
             evaluating.append(sum(self.state.profile.get(k, 0.0) for k in ("epoch_end", "curve")))
             stepping.append(self.state.seconds)
 
     Loop.run = timed  # type: ignore[method-assign]
+    wall = loop_module.time
+    loop_module.time = SimpleNamespace(perf_counter=CLOCK)  # the loop's own step and profile timers on our clock
     try:
         finished = train_model(name, cfg, data, TrainPaths.for_model(name, tmp / name), max_steps=steps)
     finally:
         Loop.run = run  # type: ignore[method-assign]
+        loop_module.time = wall
     assert not finished, f"{name}: the budget ended before {steps} steps"
     return sum(spent), sum(evaluating), sum(stepping)
 
@@ -174,11 +187,19 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="epochs of steps to time (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="runs of each loop, alternated; the fastest counts "
                     "(default 5)")
+    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu", help="time CPU seconds of this process "
+                    "(default) or wall seconds")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     ap.add_argument("--stage", action="store_true", help="also time each model's whole training stage "
                     "(needs `dvc repro prepare evaluator` first)")
     ap.add_argument("--processes", type=int, nargs="+", help="instead: DCGAN's stage at these process counts")
     ap.add_argument("--images", type=int, default=16000, help="the budget for --processes (default 16,000)")
     args = ap.parse_args()
+    if args.threads < 1 or args.repeats < 1 or args.epochs < 1:
+        ap.error("--threads, --repeats and --epochs must be at least 1")
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
+    torch.set_num_threads(args.threads)
     cfg = load_config()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -189,12 +210,14 @@ def main() -> None:
         else:
             prepare(cfg.data, cfg.seed, tmp / "data")
             data = load(tmp / "data")
-        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.x_train)} training images")
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {len(data.x_train)} training images, "
+              f"{args.clock} clock (images/s = images per {args.clock} second)")
         print("loop: the study's loop without its per-epoch evaluation; all: Loop.run as a whole; ratio: against "
               "the plain loop; evaluation: per-epoch work and curve points, as a share of the step time; noise: the plain loop's "
-              "slowest run against its fastest (a ratio within it is no difference)")
+              "slowest run against its fastest (a ratio within it is no difference); paired: the loop's ratio in each "
+              "repeat (plain run beside loop run), median [min, max]")
         print(f"{'model':8} {'steps':>6} {'plain img/s':>12} {'loop img/s':>11} {'ratio':>6} {'all img/s':>10} "
-              f"{'ratio':>6} {'evaluation':>11} {'noise':>6}")
+              f"{'ratio':>6} {'evaluation':>11} {'noise':>6}  paired")
         for name, family, plain in (("dcgan", "gan", plain_gan), ("conv", "ae", plain_autoencoder)):
             bs = cfg.model(name).batch_size
             steps = args.epochs * (len(data.x_train) // bs)
@@ -209,6 +232,8 @@ def main() -> None:
             line = (f"{name:8} {steps:6d} {images / base:12.1f} {images / loop:11.1f} {base / loop:6.3f} "
                     f"{images / ours:10.1f} {base / ours:6.3f} {evaluating / stepping:10.1%} "
                     f"{max(bases) / base - 1:6.1%}")  # the plain loop's slowest run against its fastest
+            paired = sorted(b / (r[0] - r[1]) for r, b in zip(runs, bases))
+            line += f"  {paired[len(paired) // 2]:.3f} [{paired[0]:.3f}, {paired[-1]:.3f}]"
             if args.stage:
                 line += f"   stage {stage_wall(name, family, tmp):.1f} s (process start to model file)"
             print(line, flush=True)
