@@ -120,13 +120,13 @@ def study_loop(cfg, name, data, steps: int, tmp: Path) -> tuple[float, float, fl
             stepping.append(self.state.seconds)
 
     Loop.run = timed  # type: ignore[method-assign]
-    wall = loop_module.time
+    loop_time = loop_module.time  # the time module the loop imported, put back below
     loop_module.time = SimpleNamespace(perf_counter=CLOCK)  # the loop's own step and profile timers on our clock
     try:
         finished = train_model(name, cfg, data, TrainPaths.for_model(name, tmp / name), max_steps=steps)
     finally:
         Loop.run = run  # type: ignore[method-assign]
-        loop_module.time = wall
+        loop_module.time = loop_time
     assert not finished, f"{name}: the budget ended before {steps} steps"
     return sum(spent), sum(evaluating), sum(stepping)
 
