@@ -3,7 +3,7 @@
 `make sweep` queues one experiment per model and grid value (`dvc exp run --queue -n lr-<model>-<value>
 -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>`), runs the queue (`dvc queue start`), then calls
 `collect` (through `python -m stages.sweep`), which reads each experiment's committed params and metrics from its
-git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID (mean ± std over sample sets), recall and
+git ref and writes `metrics/lr_sweep.json` (merged with the cells already there at the same budget): the grid, the budget, FID (mean ± std over sample sets), recall and
 classes covered per model and value, the best value per model and the value params.yaml uses. The report's
 *Tuning effort* section shows it.
 """
@@ -41,6 +41,23 @@ def experiment_refs(root: Path) -> dict[str, str]:
     return refs
 
 
+def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]], int | None, str | None]:
+    """The cells of the summary already at `out` (an earlier `make sweep`, perhaps on another machine whose
+    experiment refs are gone), kept where this collection has no experiment for them: widening the grid
+    (`make sweep LR_GRID=0.03`) adds a column instead of replacing the table. Cells of another budget are dropped
+    (and said so): a grid is only comparable at one budget."""
+    if not out.exists():
+        return {}, budget, None
+    try:
+        old = json.loads(out.read_text())
+        results, old_budget = old["results"], old["budget_images"]
+    except (ValueError, KeyError, TypeError):
+        raise StudyError(f"{out}: not a learning-rate sweep summary (move it away to start a new one)") from None
+    if budget is not None and old_budget != budget:
+        return {}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
+    return results, old_budget, None
+
+
 def collect(root: Path, out: Path) -> dict[str, Any]:
     refs = experiment_refs(root)
     if not refs:
@@ -63,6 +80,13 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
         results.setdefault(model, {})[f"{value:g}"] = {k: m.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}
         grid.add(value)
+    earlier, budget, dropped = _earlier(out, budget)
+    for model, cells in earlier.items():
+        for value, cell in cells.items():
+            if value not in results.get(model, {}):
+                results.setdefault(model, {})[value] = cell
+                grid.add(float(value))
+    results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     summary = {
         "grid": [f"{v:g}" for v in sorted(grid)],
         "budget_images": budget,
@@ -70,5 +94,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()},
         "used": {m: f"{float(params['gans'][m]['lr_g']):g}" for m in results if m in params.get("gans", {})},
     }
+    if dropped:
+        summary["dropped"] = dropped
     write_json(out, summary)
     return summary

@@ -18,10 +18,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 @app.command()
 @one_line_errors
 def collect(out: Path = typer.Option(Path("metrics/lr_sweep.json"), help="Where the summary goes.")) -> None:
-    """Read every lr-<model>-<value> experiment (params and metrics from its git ref) into one table."""
+    """Read every lr-<model>-<value> experiment (params and metrics from its git ref) into one table, keeping the
+    cells of the summary already there (same budget) that no experiment here replaces."""
     from pipeline.tuning import collect as run
 
     summary = run(study_root(), out)
+    if "dropped" in summary:
+        typer.echo(f"warning: {summary['dropped']}", err=True)
     for model, best in summary["best"].items():
         typer.echo(f"{model}: best lr {best} (FID {summary['results'][model][best]['fid']:.1f}), "
                    f"params.yaml uses {summary['used'].get(model, '?')}")

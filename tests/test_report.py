@@ -33,3 +33,56 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     text = tuning(_study(results, {"a": "0.01", "b": "0.003"}))
     assert "| a | – | 200 ± 5 (10) |" in text and "own best value of the grid: none." in text
     assert "Every model's best value is ahead of its runner-up beyond both sample-set spreads." in text
+
+
+def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(tmp_path):
+    """`make sweep LR_GRID=0.03` after an earlier sweep (whose experiment refs may be gone: another clone) adds a
+    column: the committed cells stay, a new experiment of the same cell replaces it, cells of another budget go."""
+    import json
+    import subprocess
+
+    import pytest
+
+    from pipeline import StudyError
+    from pipeline.tuning import collect
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    def experiment(name, lr, fid, budget=64000):
+        (tmp_path / "params.yaml").write_text(
+            f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}}}}}\n")
+        (tmp_path / "metrics").mkdir(exist_ok=True)
+        (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_cell(fid, 3)))
+        git("add", "-A")
+        git("commit", "-qm", name)
+        git("update-ref", f"refs/exps/ab/cdef/{name}", "HEAD")
+
+    git("init", "-q")
+    git("config", "user.email", "t@t")
+    git("config", "user.name", "t")
+    out = tmp_path / "lr_sweep.json"
+    out.write_text(json.dumps({"grid": ["0.001", "0.01"], "budget_images": 64000, "results": {
+        "gan": {"0.001": _cell(300, 5), "0.01": _cell(250, 5)}, "dcgan": {"0.01": _cell(140, 5)}}}))
+    experiment("lr-gan-0.03", 0.03, 200)
+    experiment("lr-gan-0.01", 0.01, 260)
+    experiment("lr-gan-0.001", 0.001, 300)  # the last commit: params.yaml says 0.001
+    summary = collect(tmp_path, out)
+    assert summary["grid"] == ["0.001", "0.01", "0.03"]
+    assert list(summary["results"]["gan"]) == ["0.001", "0.01", "0.03"]
+    assert summary["results"]["gan"]["0.01"]["fid"] == 260  # the experiment here replaces the summarised cell
+    assert summary["results"]["dcgan"] == {"0.01": _cell(140, 5)}  # kept: no experiment here for it
+    assert summary["best"] == {"dcgan": "0.01", "gan": "0.03"} and summary["used"]["gan"] == "0.001"
+    assert json.loads(out.read_text()) == summary and "dropped" not in summary
+
+    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.03")
+    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.01")
+    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.001")
+    experiment("lr-gan-0.003", 0.003, 400, budget=128000)  # a bigger budget: the old cells are not comparable
+    summary = collect(tmp_path, out)
+    assert summary["grid"] == ["0.003"] and set(summary["results"]) == {"gan"}
+    assert "budget of 64000 images, not 128000" in summary["dropped"]
+
+    out.write_text("[1, 2]")
+    with pytest.raises(StudyError, match="not a learning-rate sweep summary"):
+        collect(tmp_path, out)
