@@ -3,9 +3,11 @@
 `make sweep` queues one experiment per model and grid value (`dvc exp run --queue -n lr-<model>-<value>
 -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>`), runs the queue (`dvc queue start`), then calls
 `collect` (through `python -m stages.sweep`), which reads each experiment's committed params and metrics from its
-git ref and writes `metrics/lr_sweep.json` (merged with the cells already there at the same budget): the grid, the budget, FID (mean ± std over sample sets), recall and
-classes covered per model and value, the best value per model and the value params.yaml uses. The report's
-*Tuning effort* section shows it.
+git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID (mean ± std over sample sets), recall and
+classes covered per model and value, the best value per model and the value params.yaml uses. It merges with the
+cells already there at the same budget (a wider grid adds a column), and the cell of the value params.yaml uses
+is the study's own committed result (that experiment is the study's run). The report's *Tuning effort* section
+shows it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def experiment_refs(root: Path) -> dict[str, str]:
         if NAME.match(name):
             refs[name] = sha
     return refs
+
+
+def _cell(metrics: dict) -> dict:
+    return {k: metrics.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}
 
 
 def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]], int | None, str | None]:
@@ -78,7 +84,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
-        results.setdefault(model, {})[f"{value:g}"] = {k: m.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}
+        results.setdefault(model, {})[f"{value:g}"] = _cell(m)
         grid.add(value)
     earlier, budget, dropped = _earlier(out, budget)
     for model, cells in earlier.items():
@@ -86,13 +92,18 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
             if value not in results.get(model, {}):
                 results.setdefault(model, {})[value] = cell
                 grid.add(float(value))
+    used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in results if m in params.get("gans", {})}
+    for model, value in used.items():  # that cell's experiment is the study itself: its own committed result
+        study = root / "metrics" / f"{model}-{params['seeds'][0]}.json"
+        if value in results[model] and params["budget"]["images"] == budget and study.is_file():
+            results[model][value] = _cell(json.loads(study.read_text()))
     results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     summary = {
         "grid": [f"{v:g}" for v in sorted(grid)],
         "budget_images": budget,
         "results": results,
         "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()},
-        "used": {m: f"{float(params['gans'][m]['lr_g']):g}" for m in results if m in params.get("gans", {})},
+        "used": used,
     }
     if dropped:
         summary["dropped"] = dropped

@@ -74,6 +74,8 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     assert summary["results"]["dcgan"] == {"0.01": _cell(140, 5)}  # kept: no experiment here for it
     assert summary["best"] == {"dcgan": "0.01", "gan": "0.03"} and summary["used"]["gan"] == "0.001"
     assert json.loads(out.read_text()) == summary and "dropped" not in summary
+    (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_cell(290, 3)))  # the study reran at 0.001
+    assert collect(tmp_path, out)["results"]["gan"]["0.001"]["fid"] == 290  # its cell is the study's result
 
     git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.03")
     git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.01")
