@@ -32,6 +32,7 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     del results["a"]["0.001"]
     text = tuning(_study(results, {"a": "0.01", "b": "0.003"}))
     assert "| a | – | 200 ± 5 (10) |" in text and "own best value of the grid: none." in text
+    assert "Cells not run or without a result (–): `a` at 0.001 (already worse at 0.003 than at its best)." in text
     assert "Every model's best value is ahead of its runner-up beyond both sample-set spreads." in text
 
 

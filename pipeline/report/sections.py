@@ -629,6 +629,15 @@ def tuning(study: Study) -> str | None:
         rows.append(row)
     off = [n for n in names if t["used"].get(n) != t["best"][n]]
     edge = [n for n in names if len(t["results"][n]) > 1 and t["best"][n] in (t["grid"][0], t["grid"][-1])]
+    missing = []  # grid values a model has no cell for; bracketed: a value between them and its best already worse
+    for n in names:
+        r, best = t["results"][n], t["best"][n]
+        fid = {v: {"fid": r[v]["fid"], "fid_std": r[v].get("fid_std") or 0} for v in r}
+        for v in (v for v in t["grid"] if v not in r):
+            between = [u for u in r if min(float(v), float(best)) < float(u) < max(float(v), float(best))]
+            bracketed = any(_beats(fid[best], fid[u]) is True for u in between)
+            missing.append(f"`{n}` at {v}" + (f" (already worse at {', '.join(between)} than at its best)"
+                                              if bracketed else ""))
     close = []  # the best value not ahead of the runner-up beyond both sample-set spreads
     for n in names:
         r, best = t["results"][n], t["best"][n]
@@ -653,7 +662,8 @@ def tuning(study: Study) -> str | None:
            "Every model's best value lies inside the grid. ")
         + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
            f"them in this seed): {', '.join(close)}." if close else
-           "Every model's best value is ahead of its runner-up beyond both sample-set spreads."),
+           "Every model's best value is ahead of its runner-up beyond both sample-set spreads.")
+        + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else ""),
         "",
     ])
 
