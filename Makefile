@@ -39,9 +39,10 @@ seeds: $(STAMP)
 
 # Equal tuning effort: the same learning-rate grid (lr_g = lr_d) for every GAN and ablation, one queued DVC
 # experiment per model and value, run one at a time (2 cores), then summarised into metrics/lr_sweep.json (commit
-# it; the report's "Tuning effort" section shows it). SWEEP_MODELS / LR_GRID narrow or widen it. The grid is
+# it; the report's "Tuning effort" section shows it). SWEEP_MODELS / LR_GRID narrow or widen it: new cells join
+# those already in metrics/lr_sweep.json (same budget), so `make sweep LR_GRID=0.1` adds a column. The grid is
 # log-uniform, half a decade apart; in each experiment only the swept model's stages (and the report) run.
-LR_GRID ?= 0.0003 0.001 0.003 0.01
+LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
 SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
 sweep: $(STAMP)
 	@for m in $(SWEEP_MODELS); do for lr in $(LR_GRID); do \
