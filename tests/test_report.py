@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from types import SimpleNamespace
 
+import pytest
+
+from pipeline import StudyError
 from pipeline.report.sections import tuning
+from pipeline.tuning import collect
 
 
 def _study(results: dict, used: dict) -> SimpleNamespace:
@@ -39,14 +45,6 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
 def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(tmp_path):
     """`make sweep LR_GRID=0.03` after an earlier sweep (whose experiment refs may be gone: another clone) adds a
     column: the committed cells stay, a new experiment of the same cell replaces it, cells of another budget go."""
-    import json
-    import subprocess
-
-    import pytest
-
-    from pipeline import StudyError
-    from pipeline.tuning import collect
-
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 

@@ -652,7 +652,8 @@ def tuning(study: Study) -> str | None:
         f"The same learning-rate grid (lr_g = lr_d ∈ {{{', '.join(t['grid'])}}}) for every GAN and ablation, each "
         f"value one DVC experiment at the study's budget of {t['budget_images']:,} images and one training seed "
         "(`make sweep`); the best value is the one of lowest mean FID. Cells: FID ± std over sample sets (classes "
-        "covered); – where the experiment left no result.",
+        "covered); – where the experiment left no result. The cell of the value params.yaml uses is the study's own run "
+        "(the tables above); the others are the sweep's experiments, possibly run on another machine (README).",
         "",
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
                ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
