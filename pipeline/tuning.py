@@ -6,12 +6,15 @@
 git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID (mean ± std over sample sets), recall and
 classes covered per model and value, the best value per model and the value params.yaml uses. It merges with the
 cells already there at the same budget (a wider grid adds a column), and the cell of the value params.yaml uses
-is the study's own committed result (that experiment is the study's run). The report's *Tuning effort* section
-shows it.
+is the study's own committed result (that experiment is the study's run). A cell counts only for the model's
+current setting: each records a hash of the model's params other than its learning rates, and an experiment or an
+earlier cell of another setting (a batch size or EMA changed since the sweep) is left out and named, so a table
+never mixes two recipes of one model. The report's *Tuning effort* section shows it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -43,8 +46,17 @@ def experiment_refs(root: Path) -> dict[str, str]:
     return refs
 
 
-def _cell(metrics: dict) -> dict:
-    return {k: metrics.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}
+def _recipe(model_params: dict) -> dict:
+    return {k: v for k, v in model_params.items() if k not in ("lr_g", "lr_d")}
+
+
+def _setting(model_params: dict) -> str:
+    """A short hash of a model's params other than the swept learning rates."""
+    return hashlib.sha256(json.dumps(_recipe(model_params), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _cell(metrics: dict, setting: str) -> dict:
+    return {**{k: metrics.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}, "setting": setting}
 
 
 def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]], int | None, str | None]:
@@ -69,9 +81,11 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
+    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}
     results: dict[str, dict[str, dict]] = {}
     grid: set[float] = set()
     budget = None
+    left_out: list[str] = []
     for name, sha in sorted(refs.items()):
         match = NAME.match(name)
         model, value = match["model"], float(match["value"])
@@ -83,20 +97,30 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         budget = budget or exp_params["budget"]["images"]
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
+        setting = _setting(lr)
+        if model in current and setting != current[model]:
+            now = _recipe(params["gans"][model])
+            keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))
+            left_out.append(f"experiment {name} (gans.{model} differs in {', '.join(keys)})")
+            continue
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
-        results.setdefault(model, {})[f"{value:g}"] = _cell(m)
+        results.setdefault(model, {})[f"{value:g}"] = _cell(m, setting)
         grid.add(value)
     earlier, budget, dropped = _earlier(out, budget)
     for model, cells in earlier.items():
         for value, cell in cells.items():
-            if value not in results.get(model, {}):
-                results.setdefault(model, {})[value] = cell
-                grid.add(float(value))
+            if value in results.get(model, {}):
+                continue
+            if model in current and cell.get("setting", current[model]) != current[model]:
+                left_out.append(f"the summarised cell {model} at {value}")
+                continue
+            results.setdefault(model, {})[value] = cell
+            grid.add(float(value))
     used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in results if m in params.get("gans", {})}
     for model, value in used.items():  # that cell's experiment is the study itself: its own committed result
         study = root / "metrics" / f"{model}-{params['seeds'][0]}.json"
         if value in results[model] and params["budget"]["images"] == budget and study.is_file():
-            results[model][value] = _cell(json.loads(study.read_text()))
+            results[model][value] = _cell(json.loads(study.read_text()), current[model])
     results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     summary = {
         "grid": [f"{v:g}" for v in sorted(grid)],
@@ -105,6 +129,10 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()},
         "used": used,
     }
+    if left_out:
+        left_out_text = (f"left out, another setting than params.yaml's (rerun `make sweep SWEEP_MODELS=<model>`): "
+                         f"{'; '.join(left_out)}")
+        dropped = f"{dropped}; {left_out_text}" if dropped else left_out_text
     if dropped:
         summary["dropped"] = dropped
     write_json(out, summary)

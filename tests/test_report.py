@@ -48,9 +48,9 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
-    def experiment(name, lr, fid, budget=64000):
+    def experiment(name, lr, fid, budget=64000, recipe=""):
         (tmp_path / "params.yaml").write_text(
-            f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}}}}}\n")
+            f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}{recipe}}}}}\n")
         (tmp_path / "metrics").mkdir(exist_ok=True)
         (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_cell(fid, 3)))
         git("add", "-A")
@@ -83,6 +83,14 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     summary = collect(tmp_path, out)
     assert summary["grid"] == ["0.003"] and set(summary["results"]) == {"gan"}
     assert "budget of 64000 images, not 128000" in summary["dropped"]
+
+    # the model's recipe changed since (here its batch size): neither the old experiment nor the old summarised
+    # cell is a cell of the new setting's grid; both are left out and named
+    experiment("lr-gan-0.01", 0.01, 90, budget=128000, recipe=", batch_size: 16")
+    summary = collect(tmp_path, out)
+    assert summary["grid"] == ["0.01"] and list(summary["results"]["gan"]) == ["0.01"]
+    assert "experiment lr-gan-0.003 (gans.gan differs in batch_size)" in summary["dropped"]
+    assert "the summarised cell gan at 0.003" in summary["dropped"]
 
     out.write_text("[1, 2]")
     with pytest.raises(StudyError, match="not a learning-rate sweep summary"):
