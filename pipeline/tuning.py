@@ -76,12 +76,49 @@ def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]],
     return results, old_budget, None
 
 
+def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] | None = None) -> dict[str, Any]:
+    """The sweep's summary as the study stands now (the collector's last step, and the report's view of a summary
+    collected before the study last changed): cells of another setting than params.yaml's are left out and named,
+    the cell of the value params.yaml uses is the study's own result (that experiment is the study's run), and each
+    model's best is taken from what is left."""
+    left_out = list(left_out or [])
+    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}
+    used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in summary["results"] if m in current}
+    own: dict[str, dict] = {}  # model -> {value: the study's own result}
+    for model, value in used.items():
+        study = metrics_dir / f"{model}-{params['seeds'][0]}.json"
+        if value in summary["grid"] and params["budget"]["images"] == summary["budget_images"] and study.is_file():
+            own[model] = {value: _cell(json.loads(study.read_text()), current[model])}
+    results: dict[str, dict[str, dict]] = {}
+    for model, cells in summary["results"].items():
+        for value, cell in cells.items():
+            if value in own.get(model, {}):
+                continue
+            if model in current and cell.get("setting", current[model]) != current[model]:
+                left_out.append(f"the cell {model} at {value}")
+            else:
+                results.setdefault(model, {})[value] = cell
+    for model, cell in own.items():
+        results.setdefault(model, {}).update(cell)
+    results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
+    grid = sorted({float(v) for cells in results.values() for v in cells})
+    out = {**summary, "grid": [f"{v:g}" for v in grid], "results": results,
+           "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()}, "used": used}
+    out.pop("dropped", None)
+    out.pop("left_out", None)
+    if left_out:
+        out["left_out"] = left_out
+        out["dropped"] = (f"left out, another setting than params.yaml's (rerun `make sweep SWEEP_MODELS=<model>`): "
+                          f"{'; '.join(left_out)}")
+    return out
+
+
 def collect(root: Path, out: Path) -> dict[str, Any]:
     refs = experiment_refs(root)
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
-    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}
+    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}  # experiments of another: left out
     results: dict[str, dict[str, dict]] = {}
     grid: set[float] = set()
     budget = None
@@ -109,31 +146,12 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     earlier, budget, dropped = _earlier(out, budget)
     for model, cells in earlier.items():
         for value, cell in cells.items():
-            if value in results.get(model, {}):
-                continue
-            if model in current and cell.get("setting", current[model]) != current[model]:
-                left_out.append(f"the summarised cell {model} at {value}")
-                continue
-            results.setdefault(model, {})[value] = cell
-            grid.add(float(value))
-    used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in results if m in params.get("gans", {})}
-    for model, value in used.items():  # that cell's experiment is the study itself: its own committed result
-        study = root / "metrics" / f"{model}-{params['seeds'][0]}.json"
-        if value in results[model] and params["budget"]["images"] == budget and study.is_file():
-            results[model][value] = _cell(json.loads(study.read_text()), current[model])
-    results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
-    summary = {
-        "grid": [f"{v:g}" for v in sorted(grid)],
-        "budget_images": budget,
-        "results": results,
-        "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()},
-        "used": used,
-    }
-    if left_out:
-        left_out_text = (f"left out, another setting than params.yaml's (rerun `make sweep SWEEP_MODELS=<model>`): "
-                         f"{'; '.join(left_out)}")
-        dropped = f"{dropped}; {left_out_text}" if dropped else left_out_text
+            if value not in results.get(model, {}):
+                results.setdefault(model, {})[value] = cell
+                grid.add(float(value))
+    summary = settle({"grid": [f"{v:g}" for v in sorted(grid)], "budget_images": budget, "results": results},
+                     params, root / "metrics", left_out)
     if dropped:
-        summary["dropped"] = dropped
+        summary["dropped"] = f"{dropped}; {summary['dropped']}" if "dropped" in summary else dropped
     write_json(out, summary)
     return summary

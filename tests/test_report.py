@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import StudyError
 from pipeline.report.sections import tuning
-from pipeline.tuning import collect
+from pipeline.tuning import _setting, collect, settle
 
 
 def _study(results: dict, used: dict) -> SimpleNamespace:
@@ -40,6 +40,27 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     assert "| a | – | 200 ± 5 (10) |" in text and "own best value of the grid: none." in text
     assert "Cells not run or without a result (–): `a` at 0.001 (already worse at 0.003 than at its best)." in text
     assert "Every model's best value is ahead of its runner-up beyond both sample-set spreads." in text
+
+
+def test_the_report_shows_a_sweep_collected_before_the_study_changed_as_the_study_stands(tmp_path):
+    """The model's recipe and result changed after `make sweep` collected (here its batch size, then `dvc repro`):
+    the cell of the value params.yaml uses is the study's new result, the old recipe's other cells are not shown
+    and are named, and a model whose recipe did not change keeps its cells (also those of an older summary that
+    recorded no setting)."""
+    old, new = {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 32}, {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 16}
+    params = {"seeds": [42], "budget": {"images": 64000}, "gans": {"a": new, "b": {"lr_g": 0.001, "lr_d": 0.001}}}
+    summary = {"grid": ["0.001", "0.01"], "budget_images": 64000, "results": {
+        "a": {"0.001": {**_cell(90, 5), "setting": _setting(old)}, "0.01": {**_cell(150, 5), "setting": _setting(old)}},
+        "b": {"0.001": _cell(200, 5), "0.01": _cell(300, 5)}}}
+    (tmp_path / "a-42.json").write_text(json.dumps(_cell(75, 6)))
+    t = settle(summary, params, tmp_path)
+    assert t["results"]["a"] == {"0.01": {**_cell(75, 6), "setting": _setting(new)}}
+    assert t["best"] == {"a": "0.01", "b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
+    assert t["left_out"] == ["the cell a at 0.001"] and t["results"]["b"]["0.01"] == _cell(300, 5)
+    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))
+    assert "| a | – | 75 ± 6 (10) | 0.01 | 0.01 | yes |" in text
+    assert "Not shown, run with another setting of the model than params.yaml's" in text
+    assert text.rstrip().endswith("reruns its row): the cell a at 0.001.")
 
 
 def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(tmp_path):
@@ -90,7 +111,7 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     summary = collect(tmp_path, out)
     assert summary["grid"] == ["0.01"] and list(summary["results"]["gan"]) == ["0.01"]
     assert "experiment lr-gan-0.003 (gans.gan differs in batch_size)" in summary["dropped"]
-    assert "the summarised cell gan at 0.003" in summary["dropped"]
+    assert "the cell gan at 0.003" in summary["dropped"]
 
     out.write_text("[1, 2]")
     with pytest.raises(StudyError, match="not a learning-rate sweep summary"):

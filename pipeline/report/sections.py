@@ -664,7 +664,10 @@ def tuning(study: Study) -> str | None:
         + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
            f"them in this seed): {', '.join(close)}." if close else
            "Every model's best value is ahead of its runner-up beyond both sample-set spreads.")
-        + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else ""),
+        + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else "")
+        + (" Not shown, run with another setting of the model than params.yaml's (its params changed after the "
+           f"sweep; `make sweep SWEEP_MODELS=<model>` reruns its row): {', '.join(t['left_out'])}."
+           if t.get("left_out") else ""),
         "",
     ])
 
