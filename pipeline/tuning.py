@@ -24,6 +24,7 @@ from typing import Any
 from pipeline import StudyError
 from pipeline.config import read_params
 from pipeline.io import write_json
+from pipeline.models import MODELS
 
 NAME = re.compile(r"^lr-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+)$")
 
@@ -50,9 +51,17 @@ def _recipe(model_params: dict) -> dict:
     return {k: v for k, v in model_params.items() if k not in ("lr_g", "lr_d")}
 
 
-def _setting(model_params: dict) -> str:
-    """A short hash of a model's params other than the swept learning rates."""
-    return hashlib.sha256(json.dumps(_recipe(model_params), sort_keys=True).encode()).hexdigest()[:12]
+def _setting(model: str, model_params: dict) -> str:
+    """A short hash of a model's params other than the swept learning rates, defaults filled in by the model's
+    config (so `batch_size: 32` written out and left to its default of 32 are one setting); params the model's
+    config no longer accepts are a setting of their own."""
+    recipe: Any = _recipe(model_params)
+    if model in MODELS:
+        try:
+            recipe = _recipe(MODELS[model].config.model_validate(model_params).model_dump(mode="json"))
+        except ValueError:
+            recipe = {"not valid": recipe}
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _cell(metrics: dict, setting: str) -> dict:
@@ -82,7 +91,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     the cell of the value params.yaml uses is the study's own result (that experiment is the study's run), and each
     model's best is taken from what is left."""
     left_out = list(left_out or [])
-    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}
+    current = {m: _setting(m, cfg) for m, cfg in params.get("gans", {}).items()}
     used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in summary["results"] if m in current}
     own: dict[str, dict] = {}  # model -> {value: the study's own result}
     for model, value in used.items():
@@ -118,7 +127,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
-    current = {m: _setting(cfg) for m, cfg in params.get("gans", {}).items()}  # experiments of another: left out
+    current = {m: _setting(m, cfg) for m, cfg in params.get("gans", {}).items()}  # experiments of another: left out
     results: dict[str, dict[str, dict]] = {}
     grid: set[float] = set()
     budget = None
@@ -134,7 +143,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         budget = budget or exp_params["budget"]["images"]
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
-        setting = _setting(lr)
+        setting = _setting(model, lr)
         if model in current and setting != current[model]:
             now = _recipe(params["gans"][model])
             keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))

@@ -200,7 +200,7 @@ def report(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     cfg = _config(params)
     from pipeline.tracking import run_tags
 
-    path = write_report(cfg, Path("metrics"), Path("runs"), Path("reports"), params_path=params)
+    path = write_report(cfg, Path("metrics"), Path("runs"), Path("reports"))
     tracker = tracker_for(cfg, tracking)
     with tracker.run("report", tags=run_tags(study_root(), "report")):
         tracker.log_artifact(path)

@@ -50,11 +50,12 @@ def test_the_report_shows_a_sweep_collected_before_the_study_changed_as_the_stud
     old, new = {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 32}, {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 16}
     params = {"seeds": [42], "budget": {"images": 64000}, "gans": {"a": new, "b": {"lr_g": 0.001, "lr_d": 0.001}}}
     summary = {"grid": ["0.001", "0.01"], "budget_images": 64000, "results": {
-        "a": {"0.001": {**_cell(90, 5), "setting": _setting(old)}, "0.01": {**_cell(150, 5), "setting": _setting(old)}},
+        "a": {"0.001": {**_cell(90, 5), "setting": _setting("a", old)},
+              "0.01": {**_cell(150, 5), "setting": _setting("a", old)}},
         "b": {"0.001": _cell(200, 5), "0.01": _cell(300, 5)}}}
     (tmp_path / "a-42.json").write_text(json.dumps(_cell(75, 6)))
     t = settle(summary, params, tmp_path)
-    assert t["results"]["a"] == {"0.01": {**_cell(75, 6), "setting": _setting(new)}}
+    assert t["results"]["a"] == {"0.01": {**_cell(75, 6), "setting": _setting("a", new)}}
     assert t["best"] == {"a": "0.01", "b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
     assert t["left_out"] == ["the cell a at 0.001"] and t["results"]["b"]["0.01"] == _cell(300, 5)
     text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import StudyError
-from pipeline.config import StudyConfig, read_params
+from pipeline.config import StudyConfig
 from pipeline.io import atomic_dir, atomic_path, read_json, write_json
 from pipeline.models import MODELS, run_name
 
@@ -98,7 +98,7 @@ def _stage_profiles(run_dir: Path) -> dict:
     return out
 
 
-def _tuning(metrics_dir: Path, params_path: Path) -> dict | None:
+def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
     """The sweep's summary with the study's own run in its cell and the cells of another recipe left out, even when
     the study changed after `make sweep` collected it."""
     from pipeline.tuning import settle
@@ -106,14 +106,15 @@ def _tuning(metrics_dir: Path, params_path: Path) -> dict | None:
     path = metrics_dir / "lr_sweep.json"
     if not path.is_file():
         return None
+    params = {"seeds": cfg.seeds, "budget": {"images": cfg.budget.images},
+              "gans": {m: c.model_dump(mode="json") for m, c in cfg.gans.entries().items()}}
     try:
-        return settle(read_json(path), read_params(params_path.read_text()), metrics_dir)
+        return settle(read_json(path), params, metrics_dir)
     except (KeyError, TypeError, AttributeError, ValueError):
         raise StudyError(f"{path}: not a learning-rate sweep summary (`make sweep` writes one)") from None
 
 
-def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path,
-               params_path: Path = Path("params.yaml")) -> Study:
+def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
     names, first = list(cfg.models()), cfg.seeds[0]
     by_seed: dict[str, dict[int, dict]] = {}
     for n in names:
@@ -131,7 +132,7 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
     curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
                  _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
-                 arrays, figures, runs_dir, by_seed, _tuning(metrics_dir, params_path))
+                 arrays, figures, runs_dir, by_seed, _tuning(cfg, metrics_dir))
 
 
 # The numbers each model's row of the report leads with: what `dvc exp show` and `dvc metrics diff` compare.
@@ -158,8 +159,7 @@ def headline(study: Study) -> dict:
 
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
-                 manifest_path: Path = Path("data/prepared/manifest.json"),
-                 params_path: Path = Path("params.yaml")) -> Path:
+                 manifest_path: Path = Path("data/prepared/manifest.json")) -> Path:
     """`out_dir`/README.md, `out_dir`/figures/ and `out_dir`/headline.json, replaced only when the whole report was
     written (anything else in `out_dir`, such as the committed three-seed report, is left alone)."""
     from pipeline.report.sections import SECTIONS
@@ -169,7 +169,7 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme, \
                 atomic_path(out_dir / "headline.json") as headline_json:
-            study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures, params_path)
+            study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
             write_json(headline_json, headline(study))
             for n in study.metrics:
                 for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
