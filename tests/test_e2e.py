@@ -78,6 +78,9 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     report = (repo / "reports" / "README.md").read_text()
     assert "## Autoencoders" in report and "## Generative quality" in report and "| stacked |" in report
     assert "## Where the time goes" in report and "training ended" in report  # profile.json, health.json
+    assert "| share of the peak |" in report  # timing.json's FLOPs per image against the measured peak
+    timing = json.loads((repo / "runs" / "dcgan-42" / "train" / "timing.json").read_text())
+    assert timing["flops_per_image"] > 0 and 0 < timing["peak_share"] < 1
     profile = json.loads((repo / "runs" / "stacked-42" / "train" / "profile.json").read_text())
     assert profile["steps"] > 0 and profile["wall"] >= profile["steps"] + profile["startup"]
     assert (repo / "reports" / "figures" / "curves_gans.png").stat().st_size > 1000

@@ -197,6 +197,11 @@ class GAN(nn.Module, Generative):
         """Called before every optimizer step of `total_steps`; returns schedule values to log (none by default)."""
         return {}
 
+    def phase(self, step: int, total_steps: int) -> str:
+        """The name of the part of training `step` belongs to where steps differ in work (a resolution of a
+        growing model); the training loop counts one step's FLOPs per phase. One phase by default."""
+        return ""
+
     def generator_param_groups(self, lr: float) -> list[dict]:
         return [{"params": list(self.generator.parameters()), "lr": lr}]
 

@@ -238,6 +238,11 @@ class ProGAN(GAN):
             return self.top, 1.0
         return level, min(1.0, phase - 1 - (level - 1) * 2)
 
+    def phase(self, step: int, total_steps: int) -> str:
+        """The resolution, and whether a new block is fading in (both paths computed): what a step's work depends on."""
+        level, alpha = self.stage(step, total_steps)
+        return f"{4 * 2**level}px" + (" fade-in" if level > 0 and alpha < 1 else "")
+
     def advance(self, step: int, total_steps: int) -> dict[str, float]:
         level, alpha = self.stage(step, total_steps)
         for schedule in (self.generator.schedule, self.ema.schedule):  # the discriminator shares the generator's

@@ -413,8 +413,8 @@ def _health(v: Any) -> str:
     return "–" if v is None else ("ok" if v == "ok" else f"⚠ {v.replace('_', ' ')}")
 
 
-PHASES = {"train": ["startup", "setup", "steps", "epoch_end", "curve", "checkpoint", "tracking", "write", "export",
-                    "other"],
+PHASES = {"train": ["startup", "setup", "steps", "epoch_end", "curve", "checkpoint", "tracking", "flop_count", "peak",
+                    "write", "export", "other"],
           "eval": ["startup", "setup", "sampling", "metrics", "analysis", "write", "tracking", "other"]}
 
 
@@ -458,7 +458,37 @@ def time_profile(study: Study) -> str | None:
         f"longest evaluation: `{evaluation['model']}` ({evaluation['eval_wall']:.1f} s). Times depend on the "
         "machine: compare them within one run of the study.",
         "",
+        *_against_peak(study, names),
     ])
+
+
+def _against_peak(study: Study, names: list[str]) -> list[str]:
+    """The optimizer steps against the machine: FLOPs per training image (counted on one step of each phase of
+    the run), the steps' GFLOP/s and their share of the FP32 matrix-multiply peak each stage measured."""
+    rows = [{"model": n, **study.metrics[n]} for n in names if study.metrics[n].get("peak_gflops")]
+    if not rows:
+        return []
+    peaks = sorted(r["peak_gflops"] for r in rows)
+    best = max(rows, key=lambda r: r["peak_share"])
+    worst = min((r for r in rows if r["model"] in study.having("fid")), key=lambda r: r["peak_share"], default=None)
+    mflop = lambda v: f"{v / 1e6:,.1f}"  # noqa: E731
+    return [
+        "The optimizer steps against what this machine can do:",
+        "",
+        table([("model", "model", str), ("MFLOP per training image", "flops_per_image", mflop),
+               ("images/s", "images_per_second", _num(0)), ("GFLOP/s", "gflops", _num(1)),
+               ("share of the peak", "peak_share", lambda v: f"{v:.0%}")], rows),
+        "",
+        f"FLOPs are those of matrix multiplies and convolutions (forward, backward and the penalties' double backward; "
+        f"2 per multiply-add), counted with torch's FlopCounterMode on one real step of each phase of a run (a "
+        f"ProGAN resolution, a penalty's step) and weighted by the phase's steps (runs/<m>-<seed>/train/timing.json: "
+        f"`flops_by_phase`); elementwise work is not counted, so a step full of it shows a low share. The peak is "
+        f"the FP32 rate of a large matrix multiply timed in each training stage's own process at its thread count: "
+        f"median {float(np.median(peaks)):.0f} GFLOP/s over the {len(rows)} stages (from {peaks[0]:.0f} to "
+        f"{peaks[-1]:.0f}). Closest to it: `{best['model']}` ({best['peak_share']:.0%})"
+        + (f"; farthest among the generative models: `{worst['model']}` ({worst['peak_share']:.0%})." if worst else "."),
+        "",
+    ]
 
 
 def budget_curves(study: Study) -> str | None:

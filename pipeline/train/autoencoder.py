@@ -116,4 +116,4 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         return {"phase_test_mse": {r["phase"]: r["test_mse_full"] for r in history if "phase" in r and "test_mse_full" in r}}
 
     return s.fit(loop, x_train, y_train, step, end_epoch, example, max_steps, on_epoch_start=start_epoch,
-                 summary=summary)
+                 summary=summary, phase=lambda step: phase.get("phase", ""))  # a greedy stack's layer

@@ -93,4 +93,7 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
         with torch.no_grad():
             s.grid(model(fixed_z), "samples", loop.state.epoch)  # the final grid, with recalibrated statistics
 
-    return s.fit(loop, x_train, y_train, step, end_epoch, fixed_z[:2], max_steps, before_finish)
+    def phase(step: int) -> str:  # what a step's FLOPs depend on: the model's schedule and the penalty's turn
+        return " ".join(p for p in (model.phase(step, total_steps), objective.phase(step)) if p)
+
+    return s.fit(loop, x_train, y_train, step, end_epoch, fixed_z[:2], max_steps, before_finish, phase=phase)

@@ -13,6 +13,10 @@ This driver owns everything that must be identical whether or not the run was in
   epoch, step, the terms, the learning rates); the last checkpoint written before it is kept, never a bad one;
 - where the time goes is recorded (`profile`): optimizer steps, end-of-epoch work, curve points, checkpoint
   writes and tracking calls;
+- the FLOPs of a training image are counted (`pipeline.train.flops`) on the first real step of each phase of the
+  run (`phase(step)` names it: a ProGAN resolution, a lazy penalty's step), on a snapshot of the modules,
+  optimizers and random state that is restored before the step runs for real, and weighted by the steps of each
+  phase;
 - training lasts `epochs` epochs, or `images` images (the budget every generative model shares; the last epoch
   is then cut short), and at `points` evenly spaced steps of it `on_point` measures the model (a curve point:
   FID and recall against the images seen), recorded in the checkpointed state like the history.
@@ -20,6 +24,7 @@ This driver owns everything that must be identical whether or not the run was in
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import time
@@ -34,6 +39,7 @@ from tqdm import tqdm
 from pipeline import StudyError, brief
 from pipeline.io import atomic_path
 from pipeline.train import distributed
+from pipeline.train.flops import count_flops
 
 StepFn = Callable[[Tensor, Tensor], dict[str, float]]
 EndEpochFn = Callable[[int], dict[str, float]]
@@ -54,6 +60,8 @@ class Progress:
     curve: list[dict[str, Any]] = field(default_factory=list)  # curve points measured so far
     profile: dict[str, float] = field(default_factory=dict)  # seconds outside the steps, by kind of work
     lowest: dict[str, float] = field(default_factory=dict)  # smallest |value| of each step metric so far
+    flops: dict[str, float] = field(default_factory=dict)  # FLOPs per training image of a step, by phase
+    phase_steps: dict[str, int] = field(default_factory=dict)  # optimizer steps run in each phase
 
 
 class Diverged(StudyError):
@@ -170,6 +178,27 @@ class Loop:
                   f"step {self.state.step})", file=sys.stderr)
         return True
 
+    def _count_flops(self, step: StepFn, x: Tensor, y: Tensor) -> float:
+        """FLOPs per image of one step on (x, y), run on a snapshot that is then put back: the modules, the
+        optimizers and the random state are as they were, and the step itself runs afterwards as usual."""
+        saved = copy.deepcopy({"modules": {k: m.state_dict() for k, m in self.modules.items()},
+                               "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()}})
+        rng = torch.random.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+        flops = count_flops(lambda: step(x, y))
+        for k, m in self.modules.items():
+            m.load_state_dict(saved["modules"][k])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(saved["optimizers"][k])
+            o.zero_grad(set_to_none=True)
+        for m in self.modules.values():
+            if isinstance(m, nn.Module):
+                m.zero_grad(set_to_none=True)
+        torch.random.set_rng_state(rng)
+        if cuda_rng:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        return flops / len(x)
+
     def discard(self) -> None:
         distributed.barrier()  # no rank still reading it
         if distributed.is_main():
@@ -204,6 +233,7 @@ class Loop:
         on_point: PointFn | None = None,
         points: int = 10,
         on_curve: Callable[[dict[str, Any]], None] = lambda point: None,
+        phase: Callable[[int], str] = lambda step: "",
     ) -> bool:
         """Train to the end of the budget; returns False when stopped early by `max_steps` (checkpoint kept)."""
         n, bs, s = len(x), self.batch_size, self.state
@@ -221,6 +251,10 @@ class Loop:
                 on_epoch_start(epoch + 1)  # also when resuming mid-epoch: schedules depend on the epoch only
                 for b in range(s.batch, min(per_epoch, total - epoch * per_epoch)):
                     idx = distributed.local(order[b * bs:(b + 1) * bs]).to(x.device)  # this process's shard
+                    key = phase(s.step)
+                    if key not in s.flops:  # the first step of a phase: its FLOPs, counted apart from the steps' time
+                        s.flops[key] = self._timed("flop_count", self._count_flops, step, x[idx], y[idx])
+                    s.phase_steps[key] = s.phase_steps.get(key, 0) + 1
                     t0 = time.perf_counter()
                     metrics = distributed.average_values(step(x[idx], y[idx]))
                     if eager:  # CPU: reading the values costs nothing, so every step is checked
@@ -266,10 +300,18 @@ class Loop:
             bar.close()
         return True
 
+    def flops_per_image(self) -> float:
+        """FLOPs per training image over the whole run: each phase's count weighted by its steps."""
+        s = self.state
+        steps = sum(s.phase_steps.values())
+        return sum(s.flops[k] * n for k, n in s.phase_steps.items()) / steps if steps else 0.0
+
     def timing(self) -> dict[str, float]:
         s = self.state
         return {"train_seconds": round(s.seconds, 3), "images_seen": s.images, "steps": s.step,
-                "images_per_second": round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0}
+                "images_per_second": round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0,
+                "flops_per_image": round(self.flops_per_image()),
+                "flops_by_phase": {k: round(v) for k, v in sorted(s.flops.items())}}
 
     def profile(self) -> dict[str, float]:
         """Seconds by kind of work inside the loop: steps, and each kind of work between them."""

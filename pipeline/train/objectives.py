@@ -32,10 +32,18 @@ def _input_gradient(d: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     return out, grad.flatten(1)  # (B,), (B, C*H*W)
 
 
-class NonSaturating:
+class Objective:
+    penalized = False  # whether the discriminator's loss has a penalty, computed every `penalty_every` steps
+
     def __init__(self, cfg: GANTraining):
         self.cfg = cfg
 
+    def phase(self, step: int) -> str:
+        """'penalty' on the steps that compute the penalty (they cost more): the loop counts FLOPs per phase."""
+        return "penalty" if self.penalized and step % self.cfg.penalty_every == 0 else ""
+
+
+class NonSaturating(Objective):
     def discriminator_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
         logit_real, logit_fake = d(real), d(fake)  # (B,) each
         loss = F.softplus(-logit_real).mean() + F.softplus(logit_fake).mean()
@@ -46,6 +54,8 @@ class NonSaturating:
 
 
 class NonSaturatingR1(NonSaturating):
+    penalized = True
+
     def discriminator_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
         loss, stats = super().discriminator_loss(d, real, fake, step)
         k = self.cfg.penalty_every
@@ -57,9 +67,8 @@ class NonSaturatingR1(NonSaturating):
         return loss, stats
 
 
-class WGANGP:
-    def __init__(self, cfg: GANTraining):
-        self.cfg = cfg
+class WGANGP(Objective):
+    penalized = True
 
     def discriminator_loss(self, d: nn.Module, real: Tensor, fake: Tensor, step: int = 0) -> tuple[Tensor, dict[str, Tensor]]:
         score_real, score_fake = d(real), d(fake)

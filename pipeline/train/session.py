@@ -32,6 +32,7 @@ from pipeline import StudyError
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train import distributed
 from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
+from pipeline.train.flops import matmul_peak, throughput
 from pipeline.train.loop import Loop
 
 
@@ -130,17 +131,18 @@ class Session:
 
     def fit(self, loop: Loop, x: Tensor, y: Tensor, step, end_epoch, example: Tensor,
             max_steps: int | None = None, before_finish=lambda: None, on_epoch_start=lambda epoch: None,
-            summary=lambda history: {}) -> bool:
+            summary=lambda history: {}, phase=lambda step: "") -> bool:
         """Run the family's step/end_epoch through the loop inside the tracking run, then finish.
 
-        `summary(history)` gives what the model file keeps of the history besides the epoch count."""
+        `summary(history)` gives what the model file keeps of the history besides the epoch count; `phase(step)`
+        names the phase a step belongs to where steps of a run differ in FLOPs (the loop counts one of each)."""
         judge = self.judge if self.generative else None
         with self.run(loop.state.run_id) as run_id:
             loop.state.run_id = run_id
             self.model.train()
             if not loop.run(x, y, step, end_epoch, lambda row: self.tracker.log_metrics(row, row["epoch"]),
                             max_steps, on_epoch_start, on_point=judge and (lambda: judge.score(self.model)),
-                            points=self.cfg.budget.curve_points, on_curve=self.log_point):
+                            points=self.cfg.budget.curve_points, on_curve=self.log_point, phase=phase):
                 return False
             before_finish()
             loop.check_weights()
@@ -162,6 +164,11 @@ class Session:
         """Write history, curve, timing, health and (last) the model file; log the model; the run is then
         complete. profile.json (where the stage's time went) is written after the model, as the stage's last
         word on its own wall time."""
+        if "flops_per_image" in timing:  # the steps' rate against the peak this process reaches (a closed form: none)
+            with CLOCK.phase("peak"):
+                peak = matmul_peak(self.device)
+            timing = {**timing, **throughput(timing["flops_per_image"], timing["images_per_second"], peak,
+                                             distributed.world()[1])}
         t0 = time.perf_counter()
         write_json(self.paths.run_dir / "history.json", history)
         if curve:

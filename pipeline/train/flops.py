@@ -1,0 +1,76 @@
+"""How close a training step runs to what the machine can do: FLOPs per training image against a measured peak.
+
+- `count_flops(fn)`: the floating-point operations `fn` runs, counted by `torch.utils.flop_counter.FlopCounterMode`
+  (matrix multiplies and convolutions, forward and backward, double backward included; 2 per multiply-add, the
+  convention of MFU figures; elementwise work is not counted).
+- `matmul_peak(device)`: the FP32 rate a large square matrix multiply reaches in this process, at its current
+  thread count (CPU) or on its GPU: the ceiling a step's GFLOP/s is a share of. Best of a few repeats.
+
+The training loop counts one real step of each phase of the run (a ProGAN resolution, a lazy penalty's step) on a
+snapshot of its state that it then restores, so the count neither changes the training nor is timed as a step.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+PEAK_SIZE = 1536  # side of the square FP32 matrices timed for the peak (7.2 GFLOP a multiply)
+PEAK_REPEATS = 8
+
+
+class _WholeStep:
+    """Stands in for FlopCounterMode's per-module tracker: every FLOP is charged to the total alone."""
+
+    parents = {"Global"}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        return False
+
+
+class _TotalFlopCounter(FlopCounterMode):
+    """FlopCounterMode without its module tracker: the backward hooks that tracker puts on every module make
+    `torch.autograd.grad` fail inside a step (the double backward of the WGAN-GP and R1 penalties), and a step
+    needs only the total."""
+
+    def __init__(self) -> None:
+        super().__init__(display=False)
+        self.mod_tracker = _WholeStep()
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call of `fn` (its return value is discarded)."""
+    with _TotalFlopCounter() as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device | str = "cpu", size: int = PEAK_SIZE, repeats: int = PEAK_REPEATS) -> float:
+    """GFLOP/s of the best of `repeats` FP32 `size`x`size` matrix multiplies on `device` (after one warm-up)."""
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(0)  # its own stream: the training's random numbers are not touched
+    a = torch.randn(size, size, generator=gen).to(device)
+    b = torch.randn(size, size, generator=gen).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    best = float("inf")
+    for i in range(repeats + 1):
+        sync()
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        sync()
+        if i:  # the first one warms caches and thread pools up
+            best = min(best, time.perf_counter() - t0)
+    return round(2 * size**3 / best / 1e9, 2)
+
+
+def throughput(flops_per_image: float, images_per_second: float, peak_gflops: float, processes: int = 1) -> dict:
+    """The steps' GFLOP/s and their share of the peak of `processes` processes like this one."""
+    gflops = flops_per_image * images_per_second / 1e9
+    return {"flops_per_image": round(flops_per_image), "gflops": round(gflops, 2), "peak_gflops": peak_gflops,
+            "peak_share": round(gflops / (peak_gflops * processes), 4) if peak_gflops > 0 else 0.0}
