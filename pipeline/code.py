@@ -9,6 +9,13 @@ goes stale. `command_files("train_gan")` walks the imports of `python -m stages 
   of the one command (and of the module-level helpers it calls) count;
 - `from a.b import c` imports `a`, `a.b` and, where `c` is a module, `a.b.c`.
 
+A model's own code is imported by name (the registry's `ModelSpec.module`, when the model is asked for), so it
+is not among a command's static imports: `model_files(name)` is the closure of the model's file less the
+registry's own (for `stylegan`: stylegan.py and the progan.py it builds on). DVC cannot look a model's files up by
+its name inside a `matrix` stage, so `pipeline/models/deps/<name>/` holds a link to each of them, and the stages of
+`<name>` depend on that folder: an edit to progan.py reruns the ProGAN variants and StyleGAN, and no other model.
+`python -m pipeline.code` (re)writes the links.
+
 dvc.yaml's deps are checked against this (tests/test_consistency.py), and a training checkpoint's fingerprint
 holds `code_hash` of the same files, so that a checkpoint made by other code is never resumed. Standard library
 only: it runs before anything heavy is imported.
@@ -18,12 +25,16 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
+import shutil
 from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages")
 COMMANDS = "stages.commands"
+REGISTRY = "pipeline.models"
+HANDLES = ROOT / "pipeline" / "models" / "deps"  # deps/<model>/<file>.py -> ../../<file>.py
 
 
 def module_file(name: str) -> Path | None:
@@ -105,13 +116,52 @@ def command_modules(command: str) -> set[str]:
     return _closure(start)
 
 
+@lru_cache(maxsize=None)
+def registry_modules() -> dict[str, str]:
+    """Each registered model's module, read from the registry's source: {"progan_no_growing": "pipeline.models.progan"}."""
+    table = next(n.value for n in _tree(REGISTRY).body if isinstance(n, ast.AnnAssign)
+                 and getattr(n.target, "id", None) == "MODELS")
+    return {key.value: f"{REGISTRY}.{entry.args[1].value}" for key, entry in zip(table.keys, table.values)}
+
+
+def model_modules(name: str) -> set[str]:
+    """The project modules model `name` adds to what importing the registry loads."""
+    return _closure({registry_modules()[name]}) - _closure({REGISTRY})
+
+
+def model_files(name: str) -> list[str]:
+    return files(model_modules(name))
+
+
+def write_handles(root: Path = HANDLES) -> list[str]:
+    """pipeline/models/deps/<model>/: a relative link to each of the model's own files (the folder its stages
+    depend on), for every registered model; returns the models whose links changed."""
+    changed = []
+    wanted = {name: {Path(f).name for f in model_files(name)} for name in registry_modules()}
+    for stale in (p for p in (root.iterdir() if root.is_dir() else []) if p.name not in wanted):
+        shutil.rmtree(stale)
+        changed.append(stale.name)
+    for name, names in wanted.items():
+        folder = root / name
+        have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+        if have == names and all(os.readlink(folder / f) == f"../../{f}" for f in names):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        for f in sorted(names):
+            (folder / f).symlink_to(f"../../{f}")
+        changed.append(name)
+    return changed
+
+
 def files(modules: set[str]) -> list[str]:
     """Repository-relative paths of modules, sorted."""
     return sorted(module_file(m).relative_to(ROOT).as_posix() for m in modules)
 
 
-def command_files(command: str) -> list[str]:
-    return files(command_modules(command))
+def command_files(command: str, model: str | None = None) -> list[str]:
+    """The files `python -m stages <command> [model]` imports: the command's own and, given a model, the model's."""
+    return files(command_modules(command) | (model_modules(model) if model else set()))
 
 
 def code_hash(paths: list[str]) -> str:
@@ -120,3 +170,8 @@ def code_hash(paths: list[str]) -> str:
     for rel in sorted(paths):
         h.update(rel.encode() + b"\0" + (ROOT / rel).read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+if __name__ == "__main__":
+    changed = write_handles()
+    print(f"{HANDLES.relative_to(ROOT)}: " + (f"rewrote {', '.join(changed)}" if changed else "up to date"))

@@ -1,13 +1,15 @@
 """Typed study parameters: params.yaml is validated here, once, into frozen pydantic objects.
 
-Every block rejects unknown keys; each model entry is validated by its own registry config class. Any problem
-becomes one `StudyError` line naming the key and what is allowed.
+Every block rejects unknown keys; each model entry is validated by its own registry config class (imported for
+the models params.yaml lists: a stage imports every listed model's config to check the whole file, and uses the
+code of its own model only). Any problem becomes one `StudyError` line naming the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 import yaml
@@ -95,17 +97,28 @@ class TrackingConfig(Strict):
     log_model: Literal["pytorch", "none"] = "pytorch"
 
 
-def _family_block(family: str) -> type[Strict]:
-    """A config block with one optional field per registered model of `family`."""
-    fields: dict[str, Any] = {name: (s.config | None, None) for name, s in MODELS.items() if s.family == family}
-    block = create_model(f"{family.title()}Block", __base__=Strict, **fields)
-    block.entries = lambda self: {k: v for k, v in self if v is not None}  # type: ignore[attr-defined]
-    return block
+class ModelBlock(Strict):
+    """One family's block of params.yaml: one optional field per registered model of the family that the file
+    lists (`_study_class` makes it), each validated by the model's own config class."""
+
+    def entries(self) -> dict[str, ModelConfig]:
+        return {k: v for k, v in self if v is not None}
 
 
-AutoencodersBlock = _family_block("autoencoder")
-GANsBlock = _family_block("gan")
-DiffusionBlock = _family_block("diffusion")
+@lru_cache(maxsize=None)
+def _family_block(family: str, names: tuple[str, ...]) -> type[ModelBlock]:
+    fields: dict[str, Any] = {n: (MODELS[n].config | None, None) for n in MODELS
+                              if n in names and MODELS[n].family == family}
+    return create_model(f"{family.title()}Block", __base__=ModelBlock, **fields)
+
+
+@lru_cache(maxsize=None)
+def _study_class(names: tuple[str, ...]) -> type["StudyConfig"]:
+    """StudyConfig whose family blocks know the registered models among `names` (importing only their files);
+    any other name in a block is an unknown key there."""
+    blocks = {block: (_family_block(family, names), _family_block(family, names)())
+              for family, block in PARAMS_BLOCK.items()}
+    return create_model("StudyConfig", __base__=StudyConfig, **blocks)
 
 
 class StudyConfig(Strict):
@@ -118,9 +131,9 @@ class StudyConfig(Strict):
     evaluate: EvaluateConfig = EvaluateConfig()
     budget: BudgetConfig = BudgetConfig()
     tracking: TrackingConfig = TrackingConfig()
-    autoencoders: AutoencodersBlock = AutoencodersBlock()  # type: ignore[valid-type]
-    gans: GANsBlock = GANsBlock()  # type: ignore[valid-type]
-    diffusion: DiffusionBlock = DiffusionBlock()  # type: ignore[valid-type]
+    autoencoders: ModelBlock = ModelBlock()  # parse_config validates with the models' own config classes
+    gans: ModelBlock = ModelBlock()
+    diffusion: ModelBlock = ModelBlock()
 
     @model_validator(mode="after")
     def _seeds_unique(self):
@@ -150,9 +163,9 @@ class StudyConfig(Strict):
         return models[name]
 
 
-def _allowed_keys(loc: tuple) -> list[str]:
+def _allowed_keys(loc: tuple, study: type[StudyConfig]) -> list[str]:
     """The keys allowed at the block that holds `loc` (for 'unknown key' messages)."""
-    model: Any = StudyConfig
+    model: Any = study
     for part in loc[:-1]:
         fields = getattr(model, "model_fields", {})
         if part not in fields:
@@ -162,7 +175,7 @@ def _allowed_keys(loc: tuple) -> list[str]:
     return list(getattr(model, "model_fields", {}))
 
 
-def _describe(err: dict) -> str:
+def _describe(err: dict, study: type[StudyConfig]) -> str:
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc) or "(top level)"
     if err["type"] == "extra_forbidden":
@@ -174,7 +187,7 @@ def _describe(err: dict) -> str:
         if block:
             valid = [n for n, s in MODELS.items() if PARAMS_BLOCK[s.family] == block]
             return f"{key}: unknown model '{name}'; registered: {', '.join(valid)}"
-        return f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc))}"
+        return f"{key}: unknown key; allowed here: {', '.join(_allowed_keys(loc, study))}"
     msg = err["msg"].removeprefix("Value error, ")
     # a rule between fields of one block names the field it is reported on: "coarse_layers: 1 to 7 ..."
     named = re.match(r"([\w.]+): (.*)", msg, re.S)
@@ -190,10 +203,12 @@ def _describe(err: dict) -> str:
 def parse_config(raw: Any, source: str = "params.yaml") -> StudyConfig:
     if not isinstance(raw, dict):
         raise StudyError(f"{source}: expected a mapping of blocks at the top level, got {type(raw).__name__}")
+    listed = {name for block in PARAMS_BLOCK.values() if isinstance(raw.get(block), dict) for name in raw[block]}
+    study = _study_class(tuple(sorted(n for n in listed if n in MODELS)))
     try:
-        return StudyConfig.model_validate(raw)
+        return study.model_validate(raw)
     except ValidationError as exc:
-        raise StudyError(f"{source}: " + "; ".join(_describe(e) for e in _merge_unions(exc.errors()))) from None
+        raise StudyError(f"{source}: " + "; ".join(_describe(e, study) for e in _merge_unions(exc.errors()))) from None
 
 
 def _merge_unions(errors: list[dict]) -> list[dict]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import yaml
 
-from pipeline.code import PACKAGES, command_files
+from pipeline.code import HANDLES, PACKAGES, ROOT as CODE_ROOT, command_files, model_files, registry_modules
 from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK, TRAIN_STAGE
 from stages import app
 from tests.conftest import ROOT
@@ -45,32 +45,59 @@ def test_dvc_resolves_the_stage_names_people_rely_on(params_raw):
     assert names == expected
 
 
-def _code_deps(stage: dict) -> set[str]:
-    """The project source files among a stage's deps (a folder stands for every .py file in it)."""
+def _code_deps(stage: dict, model: str | None = None) -> set[str]:
+    """The project source files among a stage's deps, `${item.model}` read as `model` (a folder stands for every
+    .py file in it; a link, pipeline/models/deps/<model>/x.py, for the file it points to)."""
     out: set[str] = set()
     for dep in stage["deps"]:
-        path = ROOT / dep
+        path = ROOT / dep.replace("${item.model}", model or "")
         if path.is_dir() and dep.split("/")[0] in PACKAGES:
-            out |= {f.relative_to(ROOT).as_posix() for f in path.rglob("*.py")}
+            out |= {f.resolve().relative_to(ROOT).as_posix() for f in path.rglob("*.py")}
         elif dep.endswith(".py"):
             out.add(dep)
     return out
 
 
-def test_every_stage_depends_on_exactly_the_code_it_imports():
+# Commands that use every model's code: the report settles the learning-rate sweep by each model's validated
+# config (pipeline.tuning) and groups ablations by their network class.
+EVERY_MODEL = {"report"}
+
+
+def test_every_stage_depends_on_exactly_the_code_it_imports(params_raw):
     """A file a stage imports but does not list would leave its results stale after an edit; a file it lists
-    but does not import would rerun it for nothing. The imports are read from the code (pipeline.code)."""
+    but does not import would rerun it for nothing. The imports are read from the code (pipeline.code): the
+    command's own, and a model's (its stages list pipeline/models/deps/<model>) where the stage trains or
+    evaluates one."""
     for name, stage in _dvc_yaml()["stages"].items():
         command = stage["cmd"].split()[3].replace("-", "_")
-        imported, declared = set(command_files(command)), _code_deps(stage)
-        assert declared == imported, (
-            f"dvc.yaml stage '{name}': missing {sorted(imported - declared)}, not imported {sorted(declared - imported)}")
+        models = (list(params_raw[stage["matrix"]["model"][2:-1]]) if "matrix" in stage
+                  else list(MODELS) if name in EVERY_MODEL else [None])
+        for model in models if "matrix" in stage else [None]:
+            imported = set(command_files(command, model))
+            if name in EVERY_MODEL:
+                imported |= {f for m in models for f in model_files(m)}
+            declared = _code_deps(stage, model)
+            assert declared == imported, (f"dvc.yaml stage '{name}' ({model or 'no model'}): missing "
+                                          f"{sorted(imported - declared)}, not imported {sorted(declared - imported)}")
+
+
+def test_each_model_s_dependency_links_point_at_its_own_files():
+    """pipeline/models/deps/<model>/ links exactly the files the model's module imports beyond the registry (run
+    `python -m pipeline.code` after adding a model or an import between model files)."""
+    assert {p.name for p in HANDLES.iterdir()} == set(registry_modules()) == set(MODELS)
+    for name in MODELS:
+        linked = {(p.resolve().relative_to(CODE_ROOT).as_posix(), p.is_symlink()) for p in (HANDLES / name).iterdir()}
+        assert linked == {(f, True) for f in model_files(name)}, name
+    assert set(model_files("stylegan")) == {"pipeline/models/stylegan.py", "pipeline/models/progan.py"}
+    assert set(model_files("progan_no_growing")) == {"pipeline/models/progan.py"}
 
 
 def test_import_closure_follows_lazy_and_relative_imports():
     train_gan, train_ae, report = (set(command_files(c)) for c in ("train_gan", "train_ae", "report"))
     assert {"pipeline/train/gan.py", "pipeline/train/objectives.py", "pipeline/evaluate/metrics.py",
-            "pipeline/models/progan.py", "pipeline/models/latents.py", "stages/commands.py"} <= train_gan
+            "stages/commands.py", "pipeline/models/__init__.py"} <= train_gan
+    assert not {"pipeline/models/dcgan.py", "pipeline/models/progan.py"} & train_gan  # imported by name, with the model
+    assert {"pipeline/models/dcgan.py", "pipeline/models/latents.py"} <= set(command_files("train_gan", "dcgan"))
     assert "pipeline/train/gan.py" not in train_ae  # each training command imports its own family's loop
     assert "pipeline/evaluate/pretraining.py" not in train_gan  # evaluation's package stays light
     assert not any(f.startswith("pipeline/report/") for f in train_gan | train_ae)

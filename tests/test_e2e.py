@@ -46,7 +46,7 @@ def study(tmp_path_factory, tiny_raw):
         src = ROOT / name
         if src.is_file() and not name.startswith(OUTPUTS):
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
+            shutil.copy2(src, repo / name, follow_symlinks=False)  # pipeline/models/deps/: links stay links
     raw = dict(tiny_raw, tracking={**tiny_raw["tracking"], "log_model": "pytorch"})
     for block, names in E2E_MODELS.items():
         raw[block] = {n: v for n, v in raw[block].items() if n in names}
@@ -195,6 +195,22 @@ def test_an_edited_source_file_makes_exactly_its_importers_stale(study):
         importers = {stage for stage, command in commands.items() if edited in command_files(command)}
         assert changed == importers, edited
     assert {"report"} == {s for s, c in commands.items() if "pipeline/report/sections.py" in command_files(c)}
+
+
+@pytest.mark.parametrize("edited, models", [("pipeline/models/dcgan.py", {"dcgan"}),
+                                            ("pipeline/models/progan.py", {"progan", "progan_no_growing", "stylegan"})])
+def test_a_model_edit_reruns_that_model_only(study, edited, models):
+    """An edit to one model's file makes that model's stages stale (and those of the models built on the same
+    file: ProGAN's ablations, StyleGAN's discriminator) and the report, and no other stage."""
+    repo, env, _ = study
+    path = repo / edited
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        changed = set(json.loads(sh("dvc", "status", "--json", cwd=repo, env=env).stdout))
+    finally:
+        path.write_text(original)
+    assert changed == {f"{stage}@{m}-42" for m in models for stage in ("train_gan", "evaluate_gan")} | {"report"}
 
 
 def test_the_learning_rate_sweep_runs_as_queued_experiments_and_make_compare_shows_them(study):

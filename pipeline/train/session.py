@@ -87,7 +87,7 @@ class Session:
         if self.generative:
             self.params["budget"] = config_dump(cfg.budget)
         budget = [config_dump(cfg.budget), config_dump(cfg.evaluate), config_dump(cfg.evaluator)] if self.generative else []
-        code = code_hash(command_files(TRAIN_STAGE[self.spec.family]))  # a checkpoint of other code is not resumed
+        code = code_hash(command_files(TRAIN_STAGE[self.spec.family], name))  # a checkpoint of other code: not resumed
         self.fingerprint = fingerprint(name, config_dump(self.mcfg), cfg.seed, data.manifest["sha256"], budget, code)
 
     def loop(self, optimizers: dict[str, torch.optim.Optimizer], batch_size: int, epochs: int | None = None) -> Loop:
