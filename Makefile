@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: study seeds sweep compare bench test ui server install clean-runs
+.PHONY: study seeds sweep compare bench bench-loop test ui server install clean-runs
 
 install: $(STAMP)
 
@@ -20,9 +20,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together
+# STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together.
+# The plan (the stages `dvc repro` will run, in order; its time stamp the start) lets each stage print its place and
+# the study's time left (pipeline/progress.py).
+STUDY_PLAN := .dvc/tmp/study-plan
 study: $(STAMP)
-	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
+	@mkdir -p $(dir $(STUDY_PLAN))
+	@$(BIN)/dvc repro --dry 2>/dev/null | sed -n "s/^Running stage '\(.*\)':$$/\1/p" > $(STUDY_PLAN)
+	@echo "make study: $$(wc -l < $(STUDY_PLAN)) stages to run"
+	STUDY_PLAN=$(CURDIR)/$(STUDY_PLAN) STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
 
 # Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's stages are checked
 # out from the cache and up to date, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the
@@ -63,9 +69,17 @@ compare: $(STAMP)
 	$(BIN)/dvc exp show --no-pager --only-changed --drop '$(NOT_HEADLINE)' $(EXPS) $(FORMAT)
 	$(BIN)/dvc metrics diff --targets reports/headline.json $(FORMAT) -- $(REVS)
 
-# The study's loop against a plain PyTorch loop (DCGAN, conv autoencoder; images/s and ratio), then each whole
-# training stage from process start to model file. A benchmark: say which machine beside its numbers.
+# A model's optimizer steps against the machine: images/s, FLOPs per training image, GFLOP/s and the share of the FP32
+# peak this process reaches (BENCH_MODELS, two threads as the study's stages). BENCH_ARGS="--against REV --repeats 5":
+# paired runs against the code of a git revision, alternated, with the median ratio. A benchmark: say which machine.
+BENCH_MODELS ?= dcgan progan stylegan
 bench: $(STAMP)
+	$(BIN)/dvc repro -q prepare
+	$(BIN)/python -m benchmarks.steps $(BENCH_MODELS) $(BENCH_ARGS)
+
+# The study's loop against a plain PyTorch loop (DCGAN, conv autoencoder; images/s and ratio), then each whole
+# training stage from process start to model file, then DCGAN in 1 and 2 processes.
+bench-loop: $(STAMP)
 	$(BIN)/dvc repro -q prepare evaluator
 	$(BIN)/python -m benchmarks.loop --stage $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.loop --processes 1 2

@@ -37,6 +37,7 @@ def prepare(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
 @command
 def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
     """Train the evaluator CNN on the train split; write its accuracy and the real-vs-real floor."""
+    from pipeline.clock import CLOCK
     from pipeline.data import load
     from pipeline.evaluate.evaluator import load_evaluator, train_evaluator
     from pipeline.evaluate.metrics import real_floor
@@ -49,6 +50,7 @@ def evaluator(params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
                               tracker_for(cfg, tracking), study_root())
     metrics["real_vs_real"] = real_floor(load_evaluator(model_path), data, cfg.evaluate, cfg.seed)
     write_json(Path("metrics/evaluator.json"), metrics)
+    write_json(Path("runs/evaluator/profile.json"), CLOCK.profile())  # its wall time, for the next study's estimate
     typer.echo(f"evaluator test accuracy {metrics['test_accuracy']:.4f}; "
                f"real-vs-real FID {metrics['real_vs_real']['fid']:.3f}")
 

@@ -151,9 +151,12 @@ def test_the_user_loop_reruns_only_what_changed(study):
     epochs = params["params.yaml"]["autoencoders.stacked.epochs"]
     assert (epochs["old"], epochs["new"]) == (2, 3)
 
-    rerun = sh("dvc", "repro", cwd=repo, env=env).stdout
-    ran = {line.split("'")[1] for line in rerun.splitlines() if line.startswith("Running stage")}
+    study = sh("make", "study", f"BIN={Path(sys.executable).parent}", "STAMP=", cwd=repo, env=env)  # the README's way
+    ran = {line.split("'")[1] for line in study.stdout.splitlines() if line.startswith("Running stage")}
     assert ran == {"train_ae@stacked-42", "evaluate_ae@stacked-42", "report"}
+    assert "make study: 3 stages to run" in study.stdout
+    places = re.findall(r"\[study (\d)/3, (?:under a minute|about \d+ min) left\] (\S+)", study.stdout + study.stderr)
+    assert places == [("1", "train_ae@stacked-42"), ("2", "evaluate_ae@stacked-42"), ("3", "report")], study.stderr
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo, env=env).stdout)
     assert set(diff["metrics/stacked-42.json"]) >= {"test_mse", "probe_accuracy"}
     assert "metrics/vae-42.json" not in diff

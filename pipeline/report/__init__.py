@@ -17,7 +17,7 @@ import numpy as np
 from pipeline import StudyError
 from pipeline.config import StudyConfig
 from pipeline.io import atomic_dir, atomic_path, read_json, write_json
-from pipeline.models import MODELS, run_name
+from pipeline.models import EVAL_STAGE, MODELS, TRAIN_STAGE, run_name
 
 
 @dataclass
@@ -158,17 +158,37 @@ def headline(study: Study) -> dict:
     return out
 
 
+def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:
+    """Wall seconds of each stage of this study, by DVC stage name (train_gan@dcgan-42): what the next `make study`
+    estimates its time left from (pipeline.progress). The report's own is its time so far."""
+    from pipeline.clock import since_start
+
+    times: dict[str, float] = {}
+    if (p := runs_dir / "evaluator" / "profile.json").is_file():
+        times["evaluator"] = read_json(p)["wall"]
+    for n, runs in study.by_seed.items():
+        family = MODELS[n].family
+        for seed, m in runs.items():
+            for stage, key in ((TRAIN_STAGE[family], "train_wall"), (EVAL_STAGE[family], "eval_wall")):
+                if key in m:
+                    times[f"{stage}@{run_name(n, seed)}"] = m[key]
+    times["report"] = round(since_start(), 1)
+    return times
+
+
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
                  manifest_path: Path = Path("data/prepared/manifest.json")) -> Path:
-    """`out_dir`/README.md, `out_dir`/figures/ and `out_dir`/headline.json, replaced only when the whole report was
-    written (anything else in `out_dir`, such as the committed three-seed report, is left alone)."""
+    """`out_dir`/README.md, `out_dir`/figures/, `out_dir`/headline.json and `out_dir`/stage_times.json, replaced
+    only when the whole report was written (anything else in `out_dir`, such as the committed three-seed report, is
+    left alone)."""
     from pipeline.report.sections import SECTIONS
 
     created = not out_dir.exists()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme, \
-                atomic_path(out_dir / "headline.json") as headline_json:
+                atomic_path(out_dir / "headline.json") as headline_json, \
+                atomic_path(out_dir / "stage_times.json") as times_json:
             study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
             write_json(headline_json, headline(study))
             for n in study.metrics:
@@ -176,6 +196,7 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
                     shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
             parts = [section(study) for section in SECTIONS]
             readme.write_text("\n".join(p for p in parts if p).rstrip() + "\n")
+            write_json(times_json, stage_times(study, runs_dir))
     except BaseException:
         if created:  # no empty folder left behind as if a report had been written
             shutil.rmtree(out_dir, ignore_errors=True)

@@ -4,7 +4,8 @@ Every diffusion model goes through here: one step draws a noise level and noise 
 (at the global batch size, then this process's shard, so that several processes train as one would), takes
 the model's `loss`, one optimizer step, and moves the EMA network toward the live one. Every other epoch of the
 session's grid epochs (and the last) ends with a grid of the EMA network's samples from fixed noise (a grid costs
-`sample_steps` network passes an image: every epoch's took 11 % of the step time, the other families' under 10 %); at the budget's curve points the session scores it (FID,
+`sample_steps` network passes an image, so it draws half as many as the other families); at the budget's curve
+points the session scores it (FID,
 recall and the classes its samples cover), sampling as the study's samples are drawn (DDIM, `sample_steps`).
 """
 

@@ -46,7 +46,7 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
     model: GAN = s.model  # type: ignore[assignment]
     cfg = s.mcfg
     # channels-last activations: CPU convolutions with few channels at 32x32 (ProGAN's, StyleGAN's) run 2-3x
-    # faster in that layout (oneDNN), the whole StyleGAN step 1.4x (benchmarks in the closing note of issue 10)
+    # faster in that layout (oneDNN)
     model.to(memory_format=torch.channels_last)
     objective = OBJECTIVES[cfg.objective](cfg)
     betas = (cfg.beta1, cfg.beta2)
