@@ -2,7 +2,7 @@
 
 Lecture 02, "Variational autoencoder (VAE)"; Hands-On ML 3rd ed. ch. 17 (784-150-100-10 and back, Nadam).
 The encoder gives the mean coding mu and log sigma^2; a coding is z = mu + sigma * eps with eps ~ N(0, I)
-(the reparameterization trick; the slide's "sigma^2 * eps" is a typo). The loss is the negative ELBO:
+(the reparameterization trick: the noise is scaled by the standard deviation, not the variance). The loss is the negative ELBO:
 reconstruction (summed over pixels) + beta * KL(q(z|x) || N(0, I)), the KL in closed form
 1/2 * sum(sigma^2 + mu^2 - log sigma^2 - 1). Both terms are logged separately.
 

@@ -159,10 +159,9 @@ def headline(study: Study) -> dict:
 
 
 def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:
-    """Wall seconds of each stage of this study, by DVC stage name (train_gan@dcgan-42): what the next `make study`
-    estimates its time left from (pipeline.progress). The report's own is its time so far."""
-    from pipeline.clock import since_start
-
+    """Wall seconds of each stage of this study, by DVC stage name (train_gan@dcgan-42), as their profile.json
+    files recorded them: what the next `make study` estimates its time left from (pipeline.progress). The report
+    is not timed here, so that the same inputs give the same bytes."""
     times: dict[str, float] = {}
     if (p := runs_dir / "evaluator" / "profile.json").is_file():
         times["evaluator"] = read_json(p)["wall"]
@@ -172,7 +171,6 @@ def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:
             for stage, key in ((TRAIN_STAGE[family], "train_wall"), (EVAL_STAGE[family], "eval_wall")):
                 if key in m:
                     times[f"{stage}@{run_name(n, seed)}"] = m[key]
-    times["report"] = round(since_start(), 1)
     return times
 
 

@@ -28,7 +28,7 @@ def seed_everything(seed: int) -> None:
 
 def deterministic_algorithms() -> None:
     """`torch.use_deterministic_algorithms(True, warn_only=True)` without its import of torch._inductor.config, which
-    pulls in torch._dynamo (1.4 s of every stage's start-up on this machine) only to set the compiler's flag; the
+    pulls in torch._dynamo (over a second of every stage's start-up) only to set the compiler's flag; the
     study compiles nothing. Falls back to the public call where torch lacks the setter."""
     setter = getattr(torch._C, "_set_deterministic_algorithms", None)
     if setter is None:
