@@ -21,13 +21,11 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together.
-# The plan (the stages `dvc repro` will run, in order; its time stamp the start) lets each stage print its place and
-# the study's time left (pipeline/progress.py).
+# The plan (the stages `dvc repro` will run, in order; its time stamp the start: stages/plan.py) lets each stage
+# print its place and the study's time left (pipeline/progress.py).
 STUDY_PLAN := .dvc/tmp/study-plan
 study: $(STAMP)
-	@mkdir -p $(dir $(STUDY_PLAN))
-	@$(BIN)/dvc repro --dry 2>/dev/null | sed -n "s/^Running stage '\(.*\)':$$/\1/p" > $(STUDY_PLAN)
-	@echo "make study: $$(wc -l < $(STUDY_PLAN)) stages to run"
+	@$(BIN)/python -m stages.plan $(STUDY_PLAN)
 	STUDY_PLAN=$(CURDIR)/$(STUDY_PLAN) STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
 
 # Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's stages are checked
