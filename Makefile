@@ -1,4 +1,5 @@
-# make study: run the whole study (dvc repro) · make test: the test suite · make ui: browse runs in MLflow
+# make smoke: a tiny study in a temporary copy · make study: the whole study (dvc repro) · make test: the tests
+# make ui: browse runs in MLflow
 # make server: a shared MLflow tracking server (stages log to it with MLFLOW_TRACKING_URI=http://host:port)
 # make seeds: the three-seed comparison, into reports/three-seeds/ · make compare: experiments side by side
 # Each target creates .venv and installs the project when missing (or when pyproject.toml changed).
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: study seeds sweep compare bench bench-loop test ui server install clean-runs
+.PHONY: smoke study seeds sweep compare bench bench-loop test ui server install clean-runs
 
 install: $(STAMP)
 
@@ -20,13 +21,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+# The whole pipeline on a tiny profile (one model of each family, a few hundred images) in a temporary copy: does it
+# work here? A few minutes; prints the smoke report's path.
+smoke: $(STAMP)
+	$(BIN)/python -m stages.smoke
+
 # STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together.
-# The plan (the stages `dvc repro` will run, in order; its time stamp the start: stages/plan.py) lets each stage
-# print its place and the study's time left (pipeline/progress.py).
-STUDY_PLAN := .dvc/tmp/study-plan
+# stages/study.py plans the stages DVC will run, runs `dvc repro`, and prints each stage's place and the study's time
+# left as it starts.
 study: $(STAMP)
-	@$(BIN)/python -m stages.plan $(STUDY_PLAN)
-	STUDY_PLAN=$(CURDIR)/$(STUDY_PLAN) STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/dvc repro
+	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/python -m stages.study
 
 # Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's stages are checked
 # out from the cache and up to date, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the

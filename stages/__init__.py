@@ -16,7 +16,7 @@ from typing import Callable
 
 import typer
 
-from pipeline import StudyError, progress
+from pipeline import StudyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Stages of the autoencoder, GAN & diffusion study (run them all with `dvc repro`).")
@@ -50,8 +50,6 @@ def one_line_errors(fn: Callable) -> Callable:
         from pipeline.clock import CLOCK
 
         CLOCK.mark_startup()  # interpreter, imports and argument parsing: the stage's profile.json shows it
-        if where := progress.line():  # under `make study`: this stage's place and the study's time left
-            typer.echo(where, err=True)
         try:
             return fn(*args, **kwargs)
         except StudyError as exc:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 
 from pipeline.config import StudyConfig, parse_config
 from pipeline.data import Dataset, load, prepare
+from stages.smoke import shrink  # the tiny profile `make smoke` runs too
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,33 +26,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (`--dist loadfile`, in this order): one worker spends the run on that module, the longest, while the other
     takes the rest."""
     items.sort(key=lambda item: item.path.name != "test_e2e.py")  # a stable sort: the rest keep their order
-
-
-def shrink(raw: dict) -> dict:
-    """params.yaml made tiny: 400/100 images, one or two epochs (a budget of 800 images), small batches and
-    sample counts, 50 diffusion steps."""
-    raw = copy.deepcopy(raw)
-    raw["data"].update(train_size=400, test_size=100)
-    raw["evaluator"].update(epochs=2, batch_size=32)
-    raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200,
-                           few_labels=[20, "all"], few_label_steps=5, sample_sets=2, curve_samples=50)
-    raw["budget"].update(images=800, curve_points=2)  # 2 epochs of 400 images
-    raw["train"].update(checkpoint_every=5, grid_size=16)
-    for block in ("autoencoders", "gans", "diffusion"):
-        for entry in raw[block].values():
-            if "epochs" in entry:
-                entry["epochs"] = 2
-            if "growth_share" in entry:  # grow over the whole (tiny) budget: every phase gets a few steps
-                entry["growth_share"] = 1.0
-            if "pretrain_epochs" in entry:  # one epoch per layer, then one of fine-tuning
-                entry["pretrain_epochs"] = 1
-                entry["epochs"] = len(entry.get("hidden", [])) + 2
-            if "timesteps" in entry:  # a short noising process: sampling costs T passes
-                entry.update(timesteps=50, sample_steps=5, steps_sweep=[2, 5], sweep_samples=20)
-            if "batch_size" in entry:
-                entry["batch_size"] = min(entry["batch_size"], 32)
-    raw["tracking"]["log_model"] = "none"
-    return raw
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -16,12 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT, write_params
+from stages.smoke import copy_study
+from tests.conftest import write_params
 
 pytestmark = pytest.mark.e2e
-# what the pipeline writes: left behind so that the copy starts from the code and params alone
-OUTPUTS = ("data/prepared", "models/", "runs/", "metrics/", "plots/", "reports/", "checkpoints/", "dvc.lock", "mlflow.db",
-           "mlartifacts/")
 
 
 # The tiny study's models: every family, and a model for each section of the report (the registry-wide tests train,
@@ -39,14 +36,7 @@ def sh(*cmd: str, cwd: Path, env: dict, check: bool = True) -> subprocess.Comple
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, tiny_raw):
-    repo = tmp_path_factory.mktemp("e2e") / "study"
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, files):
-        src = ROOT / name
-        if src.is_file() and not name.startswith(OUTPUTS):
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name, follow_symlinks=False)  # pipeline/models/deps/: links stay links
+    repo = copy_study(tmp_path_factory.mktemp("e2e") / "study")  # the code and params, not the results
     raw = dict(tiny_raw, tracking={**tiny_raw["tracking"], "log_model": "pytorch"})
     for block, names in E2E_MODELS.items():
         raw[block] = {n: v for n, v in raw[block].items() if n in names}

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 
-from pipeline.progress import DEFAULT_SECONDS, MIN_EVIDENCE, estimate, expected_seconds, line
+from pipeline.progress import DEFAULT_SECONDS, MIN_EVIDENCE, estimate, expected_seconds, line, read_times
 
 
 def test_unknown_stages_count_as_the_median_of_their_kind():
@@ -20,17 +19,18 @@ def test_the_rest_is_scaled_by_how_this_machine_did_so_far():
     assert estimate(plan, times, "train_gan@a-42", 200.0) == (3, 2 * 420.0)  # twice as slow as the last study
     few = estimate(plan, {**times, "prepare": MIN_EVIDENCE / 2}, "evaluator", 300.0)
     assert few == (2, 510.0)  # too little done to judge this machine by: the last study's times as they are
+    assert estimate(plan, {}, "train_gan@a-42", 40.0) == (3, 40.0)  # no last study: the stages so far, 20 s each
 
 
-def test_a_stage_prints_its_place_under_a_plan(tmp_path, monkeypatch):
-    plan = tmp_path / "plan"
-    plan.write_text("prepare\nevaluator\nreport\n")
-    os.utime(plan, (1000.0, 1000.0))  # the study started at t = 1000
-    times = tmp_path / "stage_times.json"
-    times.write_text(json.dumps({"prepare": 60.0, "evaluator": 3000.0, "report": 600.0}))
-    assert line("evaluator", plan, times, now=1120.0) == "[study 2/3, about 2 h 00 min left] evaluator"
-    assert line("report", plan, times, now=1000.0 + 3060.0) == "[study 3/3, about 10 min left] report"
-    assert line("other", plan, times) is None  # not in the plan
-    monkeypatch.delenv("STUDY_PLAN", raising=False)
-    assert line("report", None, times) is None  # no plan: a plain `dvc repro` or a test
-    assert line("report", plan, tmp_path / "missing.json", now=1000.0) == "[study 3/3, under a minute left] report"
+def test_the_line_and_the_last_study_s_times(tmp_path):
+    times = {"prepare": 60.0, "evaluator": 3000.0, "report": 600.0}
+    plan = list(times)
+    assert line(plan, times, "evaluator", 120.0) == "[study 2/3, about 2 h 00 min left] evaluator"
+    assert line(plan, times, "report", 3060.0) == "[study 3/3, about 10 min left] report"
+    assert line(plan, {}, "prepare", 0.0) == "[study 1/3, under a minute left] prepare"
+    path = tmp_path / "stage_times.json"
+    path.write_text(json.dumps(times))
+    assert read_times(path) == times
+    assert read_times(tmp_path / "missing.json") == {}
+    path.write_text("[1, 2]")
+    assert read_times(path) == {}

@@ -1,0 +1,59 @@
+"""`python -m stages.readme`: the README's results tables, written from the committed study's reports/headline.json.
+
+Not a pipeline stage (and not imported by one): run it after committing a new study; tests/test_readme.py fails
+while the README's block differs from what the headline file gives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+START = "<!-- results: written by `python -m stages.readme` from reports/headline.json; do not edit by hand -->"
+END = "<!-- /results -->"
+
+
+def _pm(row: dict, key: str, digits: int) -> str:
+    value = f"{row[key]:.{digits}f}"
+    return f"{value} ± {row[f'{key}_std']:.{digits}f}" if f"{key}_std" in row else value
+
+
+def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
+    """The README's results: the generative models by FID, the other autoencoders by test MSE."""
+    generative = sorted((n for n, r in headline.items() if "fid" in r), key=lambda n: headline[n]["fid"])
+    others = sorted((n for n, r in headline.items() if "fid" not in r), key=lambda n: headline[n]["test_mse"])
+    spread = "the standard deviation over the seeds" if len(seeds) > 1 else "the spread over sample sets of one run"
+    lines = [START, "",
+             f"The committed study ({len(seeds)} training seed{'s' if len(seeds) > 1 else ''}: "
+             f"{', '.join(map(str, seeds))}), from `reports/headline.json`; ± is {spread}. Generative models by FID "
+             "(lower is better) with recall; the other autoencoders by test MSE with the linear-probe accuracy of "
+             "their codings.", "",
+             "| generative model | FID | recall |", "|---|---:|---:|"]
+    lines += [f"| `{n}` | {_pm(headline[n], 'fid', 0)} | {_pm(headline[n], 'recall', 2)} |" for n in generative]
+    lines += ["", "| autoencoder | test MSE | linear-probe accuracy |", "|---|---:|---:|"]
+    lines += [f"| `{n}` | {_pm(headline[n], 'test_mse', 4)} | {_pm(headline[n], 'probe_accuracy', 3)} |"
+              for n in others]
+    return "\n".join(lines + ["", END])
+
+
+def render(readme: str, headline: dict[str, dict], seeds: list[int]) -> str:
+    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(readme):
+        raise SystemExit(f"README.md: no results block ({START} ... {END})")
+    return pattern.sub(lambda _: results_block(headline, seeds), readme, count=1)
+
+
+def main(root: Path = Path(".")) -> None:
+    from pipeline.config import load_config
+
+    seeds = load_config(root / "params.yaml").seeds
+    headline = json.loads((root / "reports" / "headline.json").read_text())
+    path = root / "README.md"
+    path.write_text(render(path.read_text(), headline, seeds))
+    print(f"{path}: results from reports/headline.json ({len(headline)} models)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""`python -m stages.study [DVC REPRO ARGS]` (`make study`): `dvc repro`, saying which stage of how many is running
+and about how long the whole study has left.
+
+Before DVC starts, the plan: the stages `dvc repro` will run, in its own order, each one DVC sees changed (deps,
+params, command, missing outputs on a fresh clone) or downstream of one that is planned (`dvc repro --dry` stops at
+the first stage whose inputs do not exist yet, so it cannot plan a fresh clone). Then DVC runs with its output
+passed through line by line; as a stage starts, one more line gives its place and the time left
+(pipeline/progress.py), beside the stage's own progress bar. The exit status is DVC's. Not a pipeline stage (and
+not imported by one).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pipeline.progress import line, read_times
+
+STARTS = "Running stage '"  # DVC's line as a stage starts: Running stage 'train_gan@dcgan-42':
+
+
+def plan(root: Path = Path(".")) -> list[str]:
+    from dvc.repo import Repo
+    from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
+
+    with Repo(str(root)) as repo, repo.lock:  # as `dvc status` does: stage checks read under the repo's lock
+        graph = get_active_graph(repo.index.graph)
+        order = plan_repro(graph, collect_stages(repo, ["dvc.yaml"]))  # dvc repro's own order
+        planned: set = set()
+        for stage in order:  # each stage after those it depends on (its successors in DVC's graph)
+            if any(up in planned for up in graph.successors(stage)) or stage.changed():
+                planned.add(stage)
+        return [stage.addressing for stage in order if stage in planned]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    stages, times = plan(), read_times()
+    print(f"make study: {len(stages)} stage{'' if len(stages) == 1 else 's'} to run", flush=True)
+    t0 = time.time()
+    beside = Path(sys.executable).parent / "dvc"  # this environment's DVC
+    dvc = subprocess.Popen([str(beside) if beside.is_file() else "dvc", "repro", *args], stdout=subprocess.PIPE,
+                           text=True, bufsize=1)
+    try:
+        for text in dvc.stdout:
+            print(text, end="", flush=True)
+            if text.startswith(STARTS) and (stage := text[len(STARTS):].rstrip().rstrip(":").rstrip("'")) in stages:
+                print(line(stages, times, stage, time.time() - t0), file=sys.stderr, flush=True)
+        return dvc.wait()
+    except KeyboardInterrupt:  # the terminal sent it to DVC too: wait for DVC to stop its stage
+        return dvc.wait()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The README is a short contract: its commands exist, its results come from the committed study, and no product
+file carries the project's working history."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.readme import END, START, render
+from tests.conftest import ROOT
+
+README = (ROOT / "README.md").read_text()
+# Commands a test cannot run or check by their --help: they change the shell or open an editor.
+EXEMPT = ("source .venv/bin/activate", "$EDITOR params.yaml", "export MLFLOW_TRACKING_URI=")
+
+
+def _commands() -> list[str]:
+    """Every command line of the README's bash blocks (comments dropped, continuation lines joined)."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line and not line.startswith("#"):
+                lines.append(line)
+    return lines
+
+
+def test_short_enough_to_read_in_minutes():
+    lines = README.splitlines()
+    assert len(lines) <= 150, len(lines)
+    assert not [n for n, line in enumerate(lines, 1) if len(line) > 120]
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_exists(command):
+    """`make X`: make knows the target (`make -n`); `dvc ...`, `python -m stages ...`, `torchrun`: the CLI takes
+    the subcommand (`--help`)."""
+    if command.startswith(EXEMPT):
+        return
+    words = shlex.split(command)
+    bin_dir = Path(sys.executable).parent
+    if words[0] == "make":
+        args = [w for w in words[1:] if "=" not in w]
+        check = ["make", "-n", f"BIN={bin_dir}", "STAMP=", *args]
+    elif words[0] == "dvc":
+        sub = [w for w in words[1:3] if not w.startswith("-") and re.fullmatch(r"[a-z]+", w)]
+        check = [str(bin_dir / "dvc"), *sub, "--help"]
+    else:
+        raise AssertionError(f"README command with no check: {command} (add a check or list it in EXEMPT)")
+    result = subprocess.run(check, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, (command, result.stdout[-500:], result.stderr[-500:])
+
+
+def test_the_results_are_the_committed_headline_numbers(params_raw):
+    headline = json.loads((ROOT / "reports" / "headline.json").read_text())
+    assert START in README and END in README
+    assert render(README, headline, params_raw["seeds"]) == README, "run `python -m stages.readme`"
+    generative = re.findall(r"^\| `(\w+)` \| [\d.]+ ± [\d.]+ \| ", README, re.M)
+    assert generative and generative[0] == min((n for n in headline if "fid" in headline[n]),
+                                               key=lambda n: headline[n]["fid"])
+
+
+def test_no_file_speaks_of_the_project_s_working_history():
+    words = ["this " + "session", "this " + "stop", r"issue [0-9]+", "closing " + "note",
+             r"[0-9]{4}-[01][0-9]-[0-3][0-9]", r"-[0-9]{2} machine"]
+    pattern = re.compile("|".join(words), re.I)
+    paths = [ROOT / p for p in ("README.md", "params.yaml", "Makefile", "dvc.yaml")]
+    for folder in ("pipeline", "stages", "tests"):
+        paths += [p for p in (ROOT / folder).rglob("*") if p.is_file() and p.suffix in (".py", ".md", ".yaml")]
+    found = [f"{p.relative_to(ROOT)}:{n}: {line.strip()}" for p in paths
+             for n, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not found, "\n".join(found)
