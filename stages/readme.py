@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 START = "<!-- results: written by `python -m stages.readme` from reports/headline.json; do not edit by hand -->"
@@ -25,11 +26,11 @@ def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
     generative = sorted((n for n, r in headline.items() if "fid" in r), key=lambda n: headline[n]["fid"])
     others = sorted((n for n, r in headline.items() if "fid" not in r), key=lambda n: headline[n]["test_mse"])
     spread = "the standard deviation over the seeds" if len(seeds) > 1 else "the spread over sample sets of one run"
-    lines = [START, "",
-             f"The committed study ({len(seeds)} training seed{'s' if len(seeds) > 1 else ''}: "
+    intro = (f"The committed study ({len(seeds)} training seed{'s' if len(seeds) > 1 else ''}: "
              f"{', '.join(map(str, seeds))}), from `reports/headline.json`; ± is {spread}. Generative models by FID "
              "(lower is better) with recall; the other autoencoders by test MSE with the linear-probe accuracy of "
-             "their codings.", "",
+             "their codings.")
+    lines = [START, "", textwrap.fill(intro, width=115), "",
              "| generative model | FID | recall |", "|---|---:|---:|"]
     lines += [f"| `{n}` | {_pm(headline[n], 'fid', 0)} | {_pm(headline[n], 'recall', 2)} |" for n in generative]
     lines += ["", "| autoencoder | test MSE | linear-probe accuracy |", "|---|---:|---:|"]
