@@ -29,6 +29,16 @@ def test_a_linear_autoencoder_counts_as_by_hand(tiny_cfg, tiny_data, tmp_path):
     assert timing["gflops"] == pytest.approx(10 * d * k * timing["images_per_second"] / 1e9, rel=1e-2)
 
 
+def test_an_lstm_counts_its_gate_multiplies():
+    """CPU LSTMs run as one fused operator per layer: 4 gates x (input + hidden) multiply-adds a step and image,
+    forward; the backward twice that."""
+    lstm = torch.nn.LSTM(28, 100, batch_first=True)
+    x = torch.randn(4, 28, 28)  # 4 sequences of 28 steps
+    forward = 2 * 4 * 28 * 4 * 100 * (28 + 100)
+    assert count_flops(lambda: lstm(x)) == forward
+    assert count_flops(lambda: lstm(x)[0].sum().backward()) == 3 * forward
+
+
 def test_double_backward_is_counted():
     """A gradient penalty's graph (autograd.grad with create_graph) goes through the counter."""
     w = torch.randn(8, 8, requires_grad=True)

@@ -479,9 +479,9 @@ def _against_peak(study: Study, names: list[str]) -> list[str]:
                ("images/s", "images_per_second", _num(0)), ("GFLOP/s", "gflops", _num(1)),
                ("share of the peak", "peak_share", lambda v: f"{v:.0%}")], rows),
         "",
-        f"FLOPs are those of matrix multiplies and convolutions (forward, backward and the penalties' double backward; "
-        f"2 per multiply-add), counted with torch's FlopCounterMode on one real step of each phase of a run (a "
-        f"ProGAN resolution, a penalty's step) and weighted by the phase's steps (runs/<m>-<seed>/train/timing.json: "
+        f"FLOPs are those of matrix multiplies, convolutions and recurrent layers (forward, backward and the "
+        f"penalties' double backward; 2 per multiply-add), counted with torch's FlopCounterMode on one real step "
+        f"of each phase of a run (a ProGAN resolution, a penalty's step) and weighted by the phase's steps (runs/<m>-<seed>/train/timing.json: "
         f"`flops_by_phase`); elementwise work is not counted, so a step full of it shows a low share. The peak is "
         f"the FP32 rate of a large matrix multiply timed in each training stage's own process at its thread count: "
         f"median {float(np.median(peaks)):.0f} GFLOP/s over the {len(rows)} stages (from {peaks[0]:.0f} to "

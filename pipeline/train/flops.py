@@ -1,8 +1,8 @@
 """How close a training step runs to what the machine can do: FLOPs per training image against a measured peak.
 
 - `count_flops(fn)`: the floating-point operations `fn` runs, counted by `torch.utils.flop_counter.FlopCounterMode`
-  (matrix multiplies and convolutions, forward and backward, double backward included; 2 per multiply-add, the
-  convention of MFU figures; elementwise work is not counted).
+  (matrix multiplies, convolutions and recurrent layers, forward and backward, double backward included; 2 per
+  multiply-add, the convention of MFU figures; elementwise work is not counted).
 - `matmul_peak(device)`: the FP32 rate a large square matrix multiply reaches in this process, at its current
   thread count (CPU) or on its GPU: the ceiling a step's GFLOP/s is a share of. Best of a few repeats.
 
@@ -12,6 +12,7 @@ snapshot of its state that it then restores, so the count neither changes the tr
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Callable
 
@@ -34,13 +35,28 @@ class _WholeStep:
         return False
 
 
+def _rnn_layer(input_shape, w_ih, w_hh, *args, **kwargs) -> int:
+    """One recurrent layer over a sequence: each step multiplies the input by W_ih (gates x in) and the state by
+    W_hh (gates x hidden), for every sequence and time step."""
+    steps = math.prod(input_shape) // w_ih[1]  # time steps x batch
+    return 2 * steps * w_ih[0] * (w_ih[1] + w_hh[1])
+
+
+def _rnn_layer_backward(input_shape, w_ih, w_hh, *args, **kwargs) -> int:
+    return 2 * _rnn_layer(input_shape, w_ih, w_hh)  # gradients of the inputs and state, and of the weights
+
+
+# CPU LSTMs run as oneDNN's fused layer, which FlopCounterMode's own table does not list
+RNN_FLOPS = {torch.ops.aten.mkldnn_rnn_layer: _rnn_layer, torch.ops.aten.mkldnn_rnn_layer_backward: _rnn_layer_backward}
+
+
 class _TotalFlopCounter(FlopCounterMode):
     """FlopCounterMode without its module tracker: the backward hooks that tracker puts on every module make
     `torch.autograd.grad` fail inside a step (the double backward of the WGAN-GP and R1 penalties), and a step
-    needs only the total."""
+    needs only the total. It also counts the fused recurrent layers of CPU LSTMs."""
 
     def __init__(self) -> None:
-        super().__init__(display=False)
+        super().__init__(display=False, custom_mapping=RNN_FLOPS)
         self.mod_tracker = _WholeStep()
 
 
