@@ -39,11 +39,10 @@ from types import SimpleNamespace
 import torch
 
 import pipeline.train.loop as loop_module
-from pipeline.config import load_config
+from pipeline.config import ema_decay, load_config
 from pipeline.data import load, prepare
 from pipeline.models import build
-from pipeline.train.common import make_optimizer, seed_everything
-from pipeline.train.gan import update_ema
+from pipeline.train.common import make_optimizer, seed_everything, update_ema
 from pipeline.train.loop import Loop
 from pipeline.train.objectives import OBJECTIVES
 from pipeline.train.run import train_model
@@ -79,7 +78,7 @@ def plain_gan(cfg, name, data, steps: int) -> float:
         g_loss.backward()
         opt_g.step()
         model.discriminator.requires_grad_(True)
-        update_ema(model.ema, model.generator, mcfg.ema_decay, step)
+        update_ema(model.ema, model.generator, ema_decay(cfg.ema, (step + 1) * bs, bs))
     return CLOCK() - t0
 
 

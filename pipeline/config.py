@@ -92,6 +92,26 @@ class BudgetConfig(Strict):
     curve_points: int = Field(10, ge=1, le=1000)  # FID, recall and coverage measured at every 1/curve_points of it
 
 
+class EMAConfig(Strict):
+    """The moving average of every generator that averages (every GAN's generator, every diffusion model's
+    network), as a half-life in training images (stylegan2-ada-pytorch's `ema_kimg` and `ema_rampup`): one setting
+    for every model, so that batch size and step count cannot change it. Each step the average moves toward the
+    live weights with decay 0.5 ** (batch / h), h = min(half_life_images, rampup x images seen so far)."""
+
+    half_life_images: int = Field(10000, ge=0, le=10**10)  # 0: the live network is scored (no average)
+    # the half-life is at most this share of the images seen so far (0: no ramp-up): early weights, far from the
+    # final ones, leave the average quickly; 0.5 reaches a 10,000-image half-life after 20,000 images
+    rampup: float = Field(0.5, ge=0, le=10)
+
+
+def ema_decay(ema: EMAConfig, images_seen: int, batch: int) -> float:
+    """The per-step decay after a step of `batch` images that brought the images seen to `images_seen`."""
+    half_life = float(ema.half_life_images)
+    if ema.rampup > 0:
+        half_life = min(half_life, ema.rampup * images_seen)
+    return 0.5 ** (batch / half_life) if half_life > 0 else 0.0
+
+
 class TrackingConfig(Strict):
     experiment: str = Field("ae-gan-study", min_length=1)
     log_model: Literal["pytorch", "none"] = "pytorch"
@@ -130,6 +150,7 @@ class StudyConfig(Strict):
     evaluator: EvaluatorConfig = EvaluatorConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     budget: BudgetConfig = BudgetConfig()
+    ema: EMAConfig = EMAConfig()
     tracking: TrackingConfig = TrackingConfig()
     autoencoders: ModelBlock = ModelBlock()  # parse_config validates with the models' own config classes
     gans: ModelBlock = ModelBlock()

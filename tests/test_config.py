@@ -94,3 +94,24 @@ def test_params_rewritten_by_dvc_keep_on_off_as_strings(tmp_path):
     assert cfg.gans.progan_no_mbstd.minibatch_stddev == "off" and cfg.gans.progan.equalized_lr == "on"
     assert read_params("a: true\nb: False\nc: yes\nd: 1e-3\ne: -2.5\nf: 7\ng: .inf\nh: 1_0") == {
         "a": True, "b": False, "c": "yes", "d": 1e-3, "e": -2.5, "f": 7, "g": float("inf"), "h": 10}
+
+
+@pytest.mark.parametrize("batch", [16, 64])
+def test_the_ema_half_life_is_in_images_whatever_the_batch(batch):
+    """The study's EMA: at the end of the budget the last half-life's images carry half the average's weight, at
+    any batch size, and the ramp-up reaches the configured half-life well before the budget ends."""
+    import math
+
+    from pipeline.config import EMAConfig, ema_decay
+
+    cfg = load_config(ROOT / "params.yaml")
+    half_life, steps = cfg.ema.half_life_images, cfg.budget.images // batch
+    decays = [ema_decay(cfg.ema, (step + 1) * batch, batch) for step in range(steps)]
+    assert -batch * math.log(2) / math.log(decays[-1]) == pytest.approx(half_life)  # in images, not in steps
+    last = decays[-(half_life // batch):]  # the steps of the last half-life's images
+    assert math.prod(last) == pytest.approx(0.5, rel=batch / half_life)  # what is left of everything before them
+    reached = next(i for i, d in enumerate(decays) if d == decays[-1])
+    assert (reached + 1) * batch <= cfg.budget.images / 2
+    assert decays == sorted(decays) and decays[0] < 0.5  # the first steps' weights leave the average quickly
+    assert ema_decay(EMAConfig(half_life_images=0), 1000, batch) == 0.0  # no average: the live network
+    assert ema_decay(EMAConfig(rampup=0), batch, batch) == decays[-1]  # no ramp-up: the full half-life at once

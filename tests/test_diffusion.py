@@ -47,11 +47,11 @@ def _tiny(eta=0.0, T=40):
 def test_ddim_with_eta_one_and_every_step_is_ancestral_sampling():
     model = _tiny()
     ancestral = model.ancestral(64, torch.Generator().manual_seed(3))
-    ddim = model.ddim(64, torch.Generator().manual_seed(3), steps=model.T, eta=1.0)
+    ddim = model.ddim(64, torch.Generator().manual_seed(3), steps=model.T, eta=1.0, first=model.T - 1)
     assert torch.allclose(ancestral, ddim, atol=1e-4)  # the same draws: the same images, not only the same law
-    other = model.ddim(64, torch.Generator().manual_seed(4), steps=model.T, eta=1.0)
+    other = model.ddim(64, torch.Generator().manual_seed(4), steps=model.T, eta=1.0, first=model.T - 1)
     assert not torch.allclose(ancestral, other, atol=1e-2)
-    deterministic = model.ddim(64, torch.Generator().manual_seed(3), steps=model.T, eta=0.0)
+    deterministic = model.ddim(64, torch.Generator().manual_seed(3), steps=model.T, eta=0.0, first=model.T - 1)
     assert not torch.allclose(ancestral, deterministic, atol=1e-2)
 
 
@@ -97,3 +97,20 @@ def test_evaluation_sweeps_the_sampling_steps(tiny_cfg, tiny_data, tiny_evaluato
     assert len(arrays["abar_linear"]) == len(arrays["schedule_t"]) == len(arrays["abar_cosine"])
     assert timing["sample_seconds_per_1000"] > 0 and "fid" in metrics and metrics["family"] == "diffusion"
     assert {"trajectory.png", "samples_by_steps.png", "samples.png"} <= {p.name for p in (tmp_path / "eval").iterdir()}
+
+
+def test_ddim_starts_where_x0_is_well_conditioned():
+    """The cosine schedule's abar at T-1 is 2.4e-9: x0_hat from there is the noise error times 20,000. DDIM starts
+    at the last step with 1 / sqrt(abar) <= MAX_X0_GAIN, for every step count."""
+    from pipeline.models.ddpm import MAX_X0_GAIN
+
+    model = DDPM(DDPMConfig(schedule="cosine", channels=[8, 16], patch=2), (1, 8, 8)).eval()
+    first = model.first_step()
+    assert float(1 / model.abar[first].sqrt()) <= MAX_X0_GAIN < float(1 / model.abar[first + 1].sqrt())
+    assert first == 966  # T = 1000: improved-diffusion's spacing starts at 950 for 20 steps
+    seen = []
+    model.ema.register_forward_hook(lambda _m, args, _out: seen.append(int(args[1][0])))
+    for steps in (5, 20, 1000):
+        seen.clear()
+        model.ddim(2, torch.Generator().manual_seed(0), steps=steps)
+        assert seen[0] == first and seen[-1] == 0 and seen == sorted(seen, reverse=True)

@@ -77,7 +77,6 @@ class GANTraining(ModelConfig):
     lr_d: float = Field(2e-4, gt=0, le=1)
     beta1: float = Field(0.5, ge=0, lt=1)
     beta2: float = Field(0.999, ge=0, lt=1)
-    ema_decay: float = Field(0.995, ge=0, lt=1)  # 0 keeps the EMA generator equal to the live one
 
 
 class DiffusionTraining(ModelConfig):
@@ -86,7 +85,6 @@ class DiffusionTraining(ModelConfig):
     batch_size: BatchSize = 64
     optimizer: Literal["adam", "nadam"] = "adam"
     lr: float = Field(2e-4, gt=0, le=1)
-    ema_decay: float = Field(0.999, ge=0, lt=1)  # 0 keeps the EMA network equal to the live one
 
 
 def activation(name: str) -> nn.Module:

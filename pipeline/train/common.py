@@ -59,8 +59,9 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, betas=(
 
 
 @torch.no_grad()
-def update_ema(ema: nn.Module, live: nn.Module, decay: float, step: int) -> None:
-    decay = min(decay, (1 + step) / (10 + step))  # short warm-up: early EMA follows the live weights closely
+def update_ema(ema: nn.Module, live: nn.Module, decay: float) -> None:
+    """ema <- decay x ema + (1 - decay) x live (`pipeline.config.ema_decay` gives the decay of a step); buffers
+    are copied."""
     torch._foreach_lerp_(list(ema.parameters()), list(live.parameters()), 1 - decay)  # one fused call
     buffers = list(ema.buffers())
     if buffers:

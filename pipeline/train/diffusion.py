@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.config import ema_decay
 from pipeline.models.base import Diffusion
 from pipeline.train import distributed
 from pipeline.train.common import make_optimizer, update_ema
@@ -38,7 +39,8 @@ def train_diffusion(s: Session, max_steps: int | None = None) -> bool:
         out["loss"].backward()
         distributed.average_gradients(model.net)
         opt.step()
-        update_ema(model.ema, model.net, cfg.ema_decay, loop.state.step)
+        images = (loop.state.step + 1) * cfg.batch_size  # seen by the end of this step, every process
+        update_ema(model.ema, model.net, ema_decay(s.cfg.ema, images, cfg.batch_size))
         return {k: v.detach() for k, v in out.items()}
 
     def end_epoch(epoch: int) -> dict[str, float]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from pipeline.config import ema_decay
 from pipeline.models.base import GAN
 from pipeline.train import distributed
 from pipeline.train.common import make_optimizer, update_ema
@@ -78,7 +79,8 @@ def train_gan(s: Session, max_steps: int | None = None) -> bool:
         distributed.average_gradients(model.generator)
         opt_g.step()
         model.discriminator.requires_grad_(True)
-        update_ema(model.ema, model.generator, cfg.ema_decay, loop.state.step)
+        images = (loop.state.step + 1) * cfg.batch_size  # seen by the end of this step, every process
+        update_ema(model.ema, model.generator, ema_decay(s.cfg.ema, images, cfg.batch_size))
         return {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), **{k: v.detach() for k, v in stats.items()}}
 
     def end_epoch(epoch: int) -> dict[str, float]:

@@ -86,7 +86,10 @@ class Session:
         self.generative = isinstance(self.model, Generative)
         if self.generative:
             self.params["budget"] = config_dump(cfg.budget)
-        budget = [config_dump(cfg.budget), config_dump(cfg.evaluate), config_dump(cfg.evaluator)] if self.generative else []
+        if hasattr(self.model, "ema"):  # a generator that averages
+            self.params["ema"] = config_dump(cfg.ema)
+        budget = ([config_dump(cfg.budget), config_dump(cfg.ema), config_dump(cfg.evaluate), config_dump(cfg.evaluator)]
+                  if self.generative else [])
         code = code_hash(command_files(TRAIN_STAGE[self.spec.family], name))  # a checkpoint of other code: not resumed
         self.fingerprint = fingerprint(name, config_dump(self.mcfg), cfg.seed, data.manifest["sha256"], budget, code)
 
