@@ -319,4 +319,5 @@ def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):
     assert not any(stage.endswith("-42") for stage in ran)  # the first seed's runs are up to date
     report = (repo / "reports" / "README.md").read_text()
     assert "2 training seeds (42, 7)" in report and "Mean ± standard deviation over the 2 training seeds" in report
+    assert "Neighbours in that ranking: 2 training seeds: no claim" in report  # a test over seeds needs 3
     assert re.search(r"each evaluated on \d+ disjoint sample sets", report)  # a count, not a mean over seeds (5.0)

@@ -117,3 +117,55 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     out.write_text("[1, 2]")
     with pytest.raises(StudyError, match="not a learning-rate sweep summary"):
         collect(tmp_path, out)
+
+
+def test_holm_adjusts_a_known_example():
+    from pipeline.report.stats import holm
+
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> made non-decreasing: 0.06 last
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])  # capped at 1
+    assert holm([]) == []
+
+
+def test_claims_need_three_seeds_and_a_welch_test():
+    from scipy import stats
+
+    from pipeline.report.stats import ALPHA, family, welch
+
+    apart = {"a": [100.0, 102.0, 101.0], "b": [150.0, 149.0, 152.0], "c": [100.0, 150.0, 120.0]}
+    diff, low, high, p = welch(apart["a"], apart["b"])
+    assert diff == pytest.approx(-49.333, abs=1e-3) and low < diff < high < 0
+    assert p == pytest.approx(stats.ttest_ind(apart["a"], apart["b"], equal_var=False).pvalue)
+    ab, ac = family(apart, [("a", "b"), ("a", "c")])
+    assert ab.separated and ab.p_holm == pytest.approx(2 * ab.p)  # the smaller p of two, times 2
+    assert not ac.separated and ac.p_holm >= ALPHA  # a spread as wide as the gap: not separated
+    assert "FID difference -49.3 (95 % CI" in ab.describe()
+    assert family({"a": [1.0, 2.0], "b": [3.0, 4.0]}, [("a", "b")]) is None  # two seeds: no claim at all
+    assert welch([5.0, 5.0, 5.0], [5.0, 5.0, 5.0])[3] == 1.0 and welch([5.0] * 3, [6.0] * 3)[3] == 0.0
+
+
+def _seeded_study(fids: dict[str, list[float]]) -> SimpleNamespace:
+    """A study of generators with one FID per training seed (and a tight sample-set spread in each)."""
+    seeds = [42, 43, 44][:len(next(iter(fids.values())))]
+    by_seed = {n: {s: {"fid": f, "fid_std": 1.0} for s, f in zip(seeds, values)} for n, values in fids.items()}
+    metrics = {n: {"fid": sum(v) / len(v), "fid_std": 1.0, "images_seen": 64000, "classes_covered": 10, "recall": 0.6,
+                   "train_seconds": 100.0, "images_per_second": 640.0} for n, v in fids.items()}
+    return SimpleNamespace(seeds=seeds, by_seed=by_seed, metrics=metrics, curves={},
+                           manifest={"classes": list(range(10))},
+                           cfg=SimpleNamespace(budget=SimpleNamespace(images=64000)),
+                           having=lambda key, family=None: [n for n in metrics if key in metrics[n]])
+
+
+def test_findings_claim_only_what_a_test_over_seeds_supports():
+    from pipeline.report.sections import findings
+
+    # dcgan far ahead of progan in every seed; progan and stylegan apart by less than their seed-to-seed spread,
+    # though each seed's sample-set spread (1.0) is far smaller than the gap between their means
+    text = findings(_seeded_study({"dcgan": [50.0, 52.0, 51.0], "progan": [150.0, 149.0, 152.0],
+                                   "stylegan": [120.0, 190.0, 160.0]}))
+    assert "`dcgan` beats `progan` (FID difference -99.3 (95 % CI" in text
+    assert "Neighbours not separated (no claim): `progan` and `stylegan`" in text
+    assert "at α = 0.05 after Holm's correction" in text
+    one = findings(_seeded_study({"dcgan": [50.0], "progan": [150.0]}))
+    assert "Neighbours in that ranking: 1 training seed: no claim" in one and "beats" not in one.split("_\n")[-1]

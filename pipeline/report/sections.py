@@ -12,6 +12,7 @@ from pipeline.evaluate.pretraining import MODES
 from pipeline.models import MODELS
 from pipeline.report import Study
 from pipeline.report import figures as fig
+from pipeline.report.stats import ALPHA, MIN_SEEDS, family
 
 Fmt = Callable[[Any], str]
 
@@ -409,6 +410,40 @@ def generative(study: Study) -> str | None:
     ])
 
 
+def recipes(study: Study) -> str | None:
+    """What differs between the generators beyond the mechanisms compared: the equal budget is images, not steps."""
+    names = study.having("fid")
+    if not names:
+        return None
+    rows = []
+    for n in names:
+        c, m = study.cfg.model(n), study.metrics[n]
+        lr = (f"{c.lr_g:g} / {c.lr_d:g}" if hasattr(c, "lr_g") else f"{c.lr:g}")
+        averages = MODELS[n].family in ("gan", "diffusion") and study.cfg.ema.half_life_images > 0
+        rows.append({"model": n, "batch": c.batch_size, "steps": round(m["images_seen"] / c.batch_size),
+                     "lr": lr, "optimizer": c.optimizer, "objective": getattr(c, "objective", None) or "–",
+                     "ema": f"{study.cfg.ema.half_life_images:,} images" if averages else "none",
+                     "params": m.get("parameters"), "d_params": m.get("discriminator_parameters"),
+                     "train_seconds": m["train_seconds"]})
+    ema = study.cfg.ema
+    return "\n".join([
+        "## Recipes",
+        "",
+        table([("model", "model", str), ("batch size", "batch", _int), ("optimizer steps", "steps", _int),
+               ("learning rate (G / D)", "lr", str), ("optimizer", "optimizer", str), ("objective", "objective", str),
+               ("EMA half-life", "ema", str), ("parameters (generator / denoiser / VAE)", "params", _int),
+               ("discriminator parameters", "d_params", _int), ("train time (s)", "train_seconds", _num(1))], rows),
+        "",
+        f"\"Same training budget\" means the same {study.cfg.budget.images:,} training images for every model; this "
+        "table shows what is not equal: the batch size sets the number of optimizer steps, and each model keeps its "
+        "paper's optimizer, objective and its own learning rate (*Tuning effort*). Every generator that averages is "
+        f"scored as a moving average of its weights with one half-life in images ({ema.half_life_images:,}, reached "
+        + (f"after {round(ema.half_life_images / ema.rampup):,} images; `ema` in params.yaml)"
+           if ema.rampup else "from the first step; `ema` in params.yaml)") + ", whatever its batch size.",
+        "",
+    ])
+
+
 def _health(v: Any) -> str:
     return "–" if v is None else ("ok" if v == "ok" else f"⚠ {v.replace('_', ' ')}")
 
@@ -579,14 +614,17 @@ def mode_collapse(study: Study) -> str | None:
     ])
 
 
-def claim(study: Study, a: str, b: str) -> tuple[int, int]:
-    """(seeds in which `a`'s FID beats `b`'s beyond both sample-set spreads, seeds in all)."""
-    wins = sum(_beats(study.by_seed[a][s], study.by_seed[b][s]) is True for s in study.seeds)
-    return wins, len(study.seeds)
+def _per_seed(study: Study, names: list[str], key: str = "fid") -> dict[str, list[float]]:
+    """Each model's value in each training seed (the seed's mean over its sample sets): what a claim tests."""
+    return {n: [study.by_seed[n][s][key] for s in study.seeds] for n in names}
 
 
-def _support(wins: int, seeds: int) -> str:
-    return "in the one seed run" if seeds == 1 else f"in {wins} of {seeds} seeds"
+def _no_claim(study: Study, short: bool = False) -> str:
+    n = len(study.seeds)
+    seeds = f"{n} training seed{'s' if n > 1 else ''}"
+    return (f"no claim with {seeds}" if short else
+            f"{seeds}: no claim (a difference is claimed only with at least {MIN_SEEDS} seeds, by a Welch t-test "
+            "over them)")
 
 
 def _beats(a: dict, b: dict, key: str = "fid") -> bool | None:
@@ -610,14 +648,17 @@ def variants(study: Study) -> str | None:
         keys = [k for k in configs[names[0]] if len({str(c[k]) for c in configs.values()}) > 1]
         rows = [{"model": n, **{k: str(configs[n][k]) for k in keys}, **study.metrics[n]} for n in names]
         ref = study.metrics[names[0]]
+        # one family of claims: every variant against the reference, Holm-corrected together
+        found = family(_per_seed(study, names), [(n, names[0]) for n in names[1:]])
+        tests = {t.a: t for t in found} if found else {}
         changes = []
         for n in names[1:]:
             m = study.metrics[n]
             off = ", ".join(f"{k} {configs[n][k]}" for k in keys if configs[n][k] != configs[names[0]][k])
-            better, worse = claim(study, n, names[0]), claim(study, names[0], n)
-            verdict = (f"better beyond the spread {_support(*better)}" if better[0] == better[1] else
-                       f"worse beyond the spread {_support(*worse)}" if worse[0] == worse[1] else
-                       f"no claim: beyond the spread in {better[0]} (better) and {worse[0]} (worse) of {better[1]} seeds")
+            test = tests[n] if tests else None
+            verdict = (_no_claim(study, short=True) if test is None else
+                       f"{'better' if test.diff < 0 else 'worse'}: {test.describe()}" if test.separated else
+                       f"not separated: {test.describe()}")
             changes.append(f"`{n}` ({off}): FID {ref['fid']:.1f} ± {ref.get('fid_std', 0):.1f} → {m['fid']:.1f} ± "
                            f"{m.get('fid_std', 0):.1f} ({verdict}), classes covered "
                            f"{_count(ref['classes_covered'])} → {_count(m['classes_covered'])}, train time "
@@ -636,9 +677,10 @@ def variants(study: Study) -> str | None:
                    ("classes covered", "classes_covered", _count), ("class KL", "class_kl", _num(3)),
                    ("train time (s)", "train_seconds", _num(1))], rows),
             "",
-            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". A difference counts only where it "
-            "exceeds both models' sample-set spreads in every training seed"
-            + (" (one seed here: another seed may still change it)." if len(study.seeds) == 1 else "."),
+            f"Against `{names[0]}`, as measured here: " + "; ".join(changes) + ". A difference is claimed where a "
+            f"two-sided Welch t-test over the training seeds' FIDs rejects equal means at α = {ALPHA:g} after Holm's "
+            f"correction over this ablation's {len(names) - 1} comparisons (difference: variant minus `{names[0]}`, "
+            "with its 95 % interval).",
             "",
         ]
     return "\n".join(out) or None
@@ -786,8 +828,10 @@ def findings(study: Study) -> str | None:
     out = ["## Findings", "",
            f"_Every sentence here is computed from the metrics files: {len(seeds)} training seed"
            f"{'s' if len(seeds) > 1 else ''} ({', '.join(map(str, seeds))}), each evaluated on "
-           f"{_count(m[gen[0]].get('sample_sets', 1))} disjoint sample sets. \"X beats Y\" is claimed only where X's mean FID "
-           "is lower than Y's by more than both sample-set spreads together, in every seed._", ""]
+           f"{_count(m[gen[0]].get('sample_sets', 1))} disjoint sample sets. \"X beats Y\" is claimed only with at least "
+           f"{MIN_SEEDS} training seeds, where a two-sided Welch t-test over the per-seed FIDs rejects equal means at "
+           f"α = {ALPHA:g} after Holm's correction over the family of comparisons (here: the ranking's neighbours)._",
+           ""]
     if len(same) == len(gen):
         out.append(f"- Same training budget: every generative model saw {budget:,} training images "
                    f"({', '.join(f'`{n}` {seen[n]:,.0f}' for n in gen)}).")
@@ -799,16 +843,16 @@ def findings(study: Study) -> str | None:
     spread = "seeds" if len(seeds) > 1 else "sample sets"
     out.append(f"- Ranking by mean FID (± std over {spread}): "
                + " < ".join(f"`{n}` {m[n]['fid']:.0f} ± {m[n].get('fid_std', 0):.0f}" for n in ranked) + ".")
-    firm, ties = [], []
-    for a, b in zip(ranked, ranked[1:]):
-        wins, total = claim(study, a, b)
-        (firm if wins == total else ties).append(f"`{a}` vs `{b}` ({wins} of {total})" if wins < total
-                                                 else f"`{a}` beats `{b}` ({_support(wins, total)})")
-    if firm:
-        out.append("- Neighbours in that ranking separated beyond the spread: " + ", ".join(firm) + ".")
-    if ties:
-        out.append("- Not separated in every seed (no claim; seeds where the first is ahead beyond the spread): "
-                   + ", ".join(ties) + ".")
+    tests = family(_per_seed(study, ranked), list(zip(ranked, ranked[1:])))
+    if tests is None:
+        out.append(f"- Neighbours in that ranking: {_no_claim(study)}; the ranking is what this run measured.")
+    else:
+        firm = [f"`{t.a}` beats `{t.b}` ({t.describe()})" for t in tests if t.separated]
+        ties = [f"`{t.a}` and `{t.b}` ({t.describe()})" for t in tests if not t.separated]
+        if firm:
+            out.append("- Neighbours in that ranking separated by the test: " + "; ".join(firm) + ".")
+        if ties:
+            out.append("- Neighbours not separated (no claim): " + "; ".join(ties) + ".")
     full = [n for n in gen if m[n]["classes_covered"] == k and m[n]["recall"] >= 0.5]
     out.append(f"- All {k} classes covered with recall ≥ 0.5: {_names(full)}; not: "
                + (", ".join(f"`{n}` ({_classes(m[n]['classes_covered'])}, recall {m[n]['recall']:.2f})"
@@ -875,17 +919,21 @@ def diffusion(study: Study) -> str | None:
         others = [o for o in study.having("fid") if o != n]
         vae = [o for o in others if MODELS[o].family == "autoencoder"]
         gans = [o for o in others if MODELS[o].family == "gan"]
-        every = len(study.seeds)
-        ahead = [o for o in others if claim(study, n, o)[0] == every]
-        behind = [o for o in others if claim(study, o, n)[0] == every]
+        tests = family(_per_seed(study, [n, *others]), [(n, o) for o in others])  # one family: n against each
+        ahead = [t.b for t in tests or [] if t.separated and t.diff < 0]
+        behind = [t.b for t in tests or [] if t.separated and t.diff > 0]
         cost = [m[o]["sample_seconds_per_1000"] for o in others if "sample_seconds_per_1000" in m[o]]
-        out.append(f"Against the other generators (lower FID beyond both sample-set spreads, in every seed): `{n}` "
-                   f"(FID {m[n]['fid']:.0f}) beats {_names(ahead) if ahead else 'none'}; is beaten by "
-                   f"{_names(behind) if behind else 'none'}; not separated from "
-                   f"{_names([o for o in others if o not in ahead and o not in behind]) or 'none'}. "
-                   f"Of the {len(gans)} GANs, {sum(o in ahead for o in gans)} are behind it"
-                   + (f"; the VAE{'s' if len(vae) > 1 else ''} ({_names(vae)}) "
-                      f"{'behind' if all(o in ahead for o in vae) else 'not all behind'}" if vae else "") + "."
+        if tests is None:
+            against = f"`{n}` against the other generators: {_no_claim(study)}."
+        else:
+            against = (f"Against the other generators (Welch t-tests over the seeds' FIDs, Holm-corrected over the "
+                       f"{len(others)}): `{n}` (FID {m[n]['fid']:.0f}) beats {_names(ahead) if ahead else 'none'}; is "
+                       f"beaten by {_names(behind) if behind else 'none'}; not separated from "
+                       f"{_names([o for o in others if o not in ahead and o not in behind]) or 'none'}. "
+                       f"Of the {len(gans)} GANs, {sum(o in ahead for o in gans)} are behind it"
+                       + (f"; the VAE{'s' if len(vae) > 1 else ''} ({_names(vae)}) "
+                          f"{'behind' if all(o in ahead for o in vae) else 'not all behind'}" if vae else "") + ".")
+        out.append(against
                    + (f" Its samples take {_sig(m[n]['sample_seconds_per_1000'])} s per 1,000 against "
                       f"{_sig(min(cost))}–{_sig(max(cost))} s for the one-pass generators "
                       f"({m[n]['sample_seconds_per_1000'] / max(cost):.0f}× the slowest of them)." if cost else ""))
@@ -906,5 +954,5 @@ def _half(arrays: dict[str, list], kind: str) -> int:
 
 
 SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, budget_curves, diffusion, mode_collapse, tuning, variants, growth, gan_analyses,
+            pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, variants, growth, gan_analyses,
             gan_curves, time_profile]
