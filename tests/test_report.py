@@ -169,3 +169,64 @@ def test_findings_claim_only_what_a_test_over_seeds_supports():
     assert "at α = 0.05 after Holm's correction" in text
     one = findings(_seeded_study({"dcgan": [50.0], "progan": [150.0]}))
     assert "Neighbours in that ranking: 1 training seed: no claim" in one and "beats" not in one.split("_\n")[-1]
+
+
+def _lecture_study(tmp_path, seeds=(42, 43, 44)) -> SimpleNamespace:
+    """Every model a lecture claim reads, with per-seed metrics and curves whose answers are plain."""
+    ae = {"test_mse": 0.016, "train_mse": 0.014, "mse_ratio_to_pca": 1.001, "parameters": 163814,
+          "few_label_finetuned_100": 0.70, "few_label_scratch_100": 0.69, "noisy_test_mse": 0.018, "noise_mse": 0.021}
+    gan = {"fid": 150.0, "recall": 0.7, "train_seconds": 200.0, "images_seen": 64000, "health": "ok"}
+    models = {"linear": ae, "stacked": ae, "tied": {**ae, "parameters": 82414}, "greedy": {**ae, "test_mse": 0.0158},
+              "denoising_gaussian": ae, "sparse_l1": {**ae, "mean_activation": 0.048, "target_activation": 0.05},
+              "gan": {**gan, "fid": 370.0}, "dcgan": {**gan, "fid": 100.0}, "progan": gan,
+              "progan_no_growing": {**gan, "train_seconds": 260.0}, "progan_no_mbstd": {**gan, "recall": 0.2},
+              "stylegan": {**gan, "noise_pixel_std": 0.002}}
+    by_seed = {}
+    for n, m in models.items():
+        by_seed[n] = {}
+        for i, s in enumerate(seeds):
+            jitter = 1 + 0.01 * (i - 1)  # a small seed-to-seed spread
+            by_seed[n][s] = {k: v * jitter if isinstance(v, float) and k != "mse_ratio_to_pca" else v
+                             for k, v in m.items()}
+            curve = [{"fid": f, "seconds": 20.0 * (j + 1)} for j, f in
+                     enumerate([900, 400, 500, 250, 200] if n == "progan" else [800, 350, 280, 240, 230])]
+            (tmp_path / f"{n}-{s}" / "train").mkdir(parents=True, exist_ok=True)
+            (tmp_path / f"{n}-{s}" / "train" / "curve.json").write_text(json.dumps(curve))
+    metrics = {n: by_seed[n][seeds[0]] for n in models}
+    cfg = SimpleNamespace(seeds=list(seeds), model=lambda n: SimpleNamespace(mixing_prob=0.0))
+    return SimpleNamespace(seeds=list(seeds), by_seed=by_seed, metrics=metrics, runs=tmp_path, cfg=cfg,
+                           having=lambda key, family=None: [n for n in metrics if key in metrics[n]
+                                                            and (family is None or n.endswith("gan"))])
+
+
+def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
+    from pipeline.report.claims import verdicts
+
+    study = _lecture_study(tmp_path)
+    rows = {r["said"]: r for r in verdicts(study)}
+    verdict = {said: r["verdict"] for said, r in rows.items()}
+    assert verdict["If autoencoder use only linear activation and MSE as cost function, it is the same as PCA"] == "holds"
+    assert verdict["DCGAN's guidelines (strided and transposed convolutions, batch norm, ReLU / LeakyReLU)"] == "holds"
+    assert verdict["Increasing variation using minibatch standard deviation"] == "holds"  # recall 0.7 against 0.2
+    assert verdict["[Growing] speeds the training up"] == "holds"  # 200 s against 260 s for the same images
+    assert verdict["[Growing] speeds the training up (to a given quality)"] == "contradicted"  # FID 300: 80 s vs 60 s
+    assert verdict["[Growing] greatly stabilizes [the training]"] == "contradicted"  # progan's curve gives back 100
+    assert verdict["[Denoising autoencoder] for eliminating noise"] == "holds"
+    tying = "Weight tying: use Wᵀ as the weight matrix in the decoding layer"
+    assert verdict[tying] == "holds by construction (not a finding)"
+    assert "parameters 82,414 against 163,814 (0.50×)" in rows[tying]["evidence"]
+    assert "; difference -0.938 (95 % CI" in rows["[Growing] speeds the training up"]["evidence"]
+    assert verdict["Mapping network: in W the factors of variation become more linear"] == "not measured yet"
+
+    for s in study.seeds:  # a metrics change turns the verdict: now dcgan is the worse of the two
+        study.by_seed["dcgan"][s]["fid"] = 600.0 + s
+    assert {r["said"]: r for r in verdicts(study)}["DCGAN's guidelines (strided and transposed convolutions, batch "
+                                                   "norm, ReLU / LeakyReLU)"]["verdict"] == "contradicted"
+    from pipeline.report.sections import SECTIONS, lecture
+
+    text = lecture(study)
+    assert SECTIONS[1] is lecture and text.startswith("## What the lecture claims")  # first after the header
+    assert "Holm-corrected over the 9 tested claims" in text and "| contradicted |" in text
+    one = verdicts(_lecture_study(tmp_path / "one", seeds=(42,)))
+    assert {r["verdict"] for r in one} >= {"no verdict with 1 training seed (needs 3)"}
+    assert not {"holds", "contradicted"} & {r["verdict"] for r in one}

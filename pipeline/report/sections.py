@@ -12,6 +12,7 @@ from pipeline.evaluate.pretraining import MODES
 from pipeline.models import MODELS
 from pipeline.report import Study
 from pipeline.report import figures as fig
+from pipeline.report.claims import FEW_LABELS, verdicts
 from pipeline.report.stats import ALPHA, MIN_SEEDS, family
 
 Fmt = Callable[[Any], str]
@@ -77,6 +78,27 @@ def header(study: Study) -> str:
         f"({shape}, {len(m['classes'])} classes, stratified split, seed {m['seed']}). Evaluator CNN (trained on the "
         f"train split only): test accuracy **{study.evaluator['test_accuracy']:.4f}** on {study.evaluator['n_test']:,} "
         "test images.",
+        "",
+    ])
+
+
+def lecture(study: Study) -> str | None:
+    """The lecture's claims, each with the study's experiment, its evidence and a computed verdict."""
+    rows = verdicts(study)
+    tested = sum(bool(r.get("family")) for r in rows)
+    return "\n".join([
+        "## What the lecture claims",
+        "",
+        table([("the lecture says", "said", str), ("the study's experiment", "experiment", str),
+               ("evidence (per seed)", "evidence", str), ("verdict", "verdict", str)], rows),
+        "",
+        f"A claim about a difference gets a verdict from a two-sided Welch t-test over the {len(study.seeds)} training "
+        f"seed{'s' if len(study.seeds) > 1 else ''}' values, Holm-corrected over the {tested} tested claims together, at "
+        f"α = {ALPHA:g}: *holds* (separated, in the claimed direction), *contradicted* (separated, the other way) or "
+        f"*not separated at this budget*; with fewer than {MIN_SEEDS} seeds there is no verdict, only the measurement. "
+        "The criterion is written in `pipeline/report/claims.py` and does not depend on the numbers. Rows that hold "
+        "by construction or that the study only shows say so. Evidence lists one value per seed in seed order "
+        f"({', '.join(map(str, study.seeds))}); pretraining uses {FEW_LABELS} labels.",
         "",
     ])
 
@@ -953,6 +975,6 @@ def _half(arrays: dict[str, list], kind: str) -> int:
     return next((t for t, v in zip(arrays["schedule_t"], arrays[f"abar_{kind}"]) if v < 0.5), arrays["schedule_t"][-1])
 
 
-SECTIONS = [header, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
+SECTIONS = [header, lecture, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
             pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, variants, growth, gan_analyses,
             gan_curves, time_profile]

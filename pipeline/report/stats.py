@@ -39,13 +39,13 @@ class Comparison:
         return self.p_holm < ALPHA
 
     def describe(self, key: str = "FID") -> str:
-        """'difference −12.3 (95 % CI −20.1 to −4.5), p = 0.004, Holm 0.012'"""
-        return (f"{key} difference {self.diff:+.1f} (95 % CI {self.low:+.1f} to {self.high:+.1f}), "
-                f"p = {_p(self.p)}, Holm {_p(self.p_holm)}")
+        """'FID difference -12.3 (95 % CI -20.1 to -4.5), p = 0.004, Holm 0.012' (three significant digits)"""
+        return (f"{key} difference {self.diff:+.3g} (95 % CI {self.low:+.3g} to {self.high:+.3g}), "
+                f"p {_p(self.p)}, Holm {_p(self.p_holm)}").strip()
 
 
 def _p(p: float) -> str:
-    return "n/a" if math.isnan(p) else f"{p:.2g}" if p >= 0.001 else "< 0.001"
+    return "n/a" if math.isnan(p) else f"= {p:.2g}" if p >= 0.001 else "< 0.001"
 
 
 def welch(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float]:
