@@ -51,16 +51,24 @@ def _recipe(model_params: dict) -> dict:
     return {k: v for k, v in model_params.items() if k not in ("lr_g", "lr_d")}
 
 
-def _setting(model: str, model_params: dict) -> str:
+def _setting(model: str, model_params: dict, study_params: dict | None = None) -> str:
     """A short hash of a model's params other than the swept learning rates, defaults filled in by the model's
     config (so `batch_size: 32` written out and left to its default of 32 are one setting); params the model's
-    config no longer accepts are a setting of their own."""
+    config no longer accepts are a setting of their own. The study-wide blocks a GAN trains with (`ema`) count
+    too, read from `study_params` (params.yaml as a whole) with their defaults."""
+    from pipeline.config import EMAConfig
+
     recipe: Any = _recipe(model_params)
     if model in MODELS:
         try:
             recipe = _recipe(MODELS[model].config.model_validate(model_params).model_dump(mode="json"))
         except ValueError:
             recipe = {"not valid": recipe}
+    try:
+        shared = EMAConfig.model_validate((study_params or {}).get("ema") or {}).model_dump(mode="json")
+    except ValueError:
+        shared = {"not valid": (study_params or {}).get("ema")}
+    recipe = {"model": recipe, "ema": shared}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -91,7 +99,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     the cell of the value params.yaml uses is the study's own result (that experiment is the study's run), and each
     model's best is taken from what is left."""
     left_out = list(left_out or [])
-    current = {m: _setting(m, cfg) for m, cfg in params.get("gans", {}).items()}
+    current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}
     used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in summary["results"] if m in current}
     own: dict[str, dict] = {}  # model -> {value: the study's own result}
     for model, value in used.items():
@@ -127,7 +135,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
-    current = {m: _setting(m, cfg) for m, cfg in params.get("gans", {}).items()}  # experiments of another: left out
+    current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}  # of another: left out
     results: dict[str, dict[str, dict]] = {}
     grid: set[float] = set()
     budget = None
@@ -143,11 +151,13 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         budget = budget or exp_params["budget"]["images"]
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
-        setting = _setting(model, lr)
+        setting = _setting(model, lr, exp_params)
         if model in current and setting != current[model]:
             now = _recipe(params["gans"][model])
             keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))
-            left_out.append(f"experiment {name} (gans.{model} differs in {', '.join(keys)})")
+            parts = [f"gans.{model} differs in {', '.join(keys)}"] if keys else []
+            parts += ["ema differs"] if params.get("ema") != exp_params.get("ema") else []
+            left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
             continue
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
         results.setdefault(model, {})[f"{value:g}"] = _cell(m, setting)

@@ -230,3 +230,18 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
     one = verdicts(_lecture_study(tmp_path / "one", seeds=(42,)))
     assert {r["verdict"] for r in one} >= {"no verdict with 1 training seed (needs 3)"}
     assert not {"holds", "contradicted"} & {r["verdict"] for r in one}
+
+
+def test_a_sweep_cell_of_another_ema_is_another_setting(tmp_path):
+    """The EMA is study-wide (`ema` in params.yaml), not in a model's block: a sweep run under another half-life is
+    another recipe, and its cells are left out like those of another batch size."""
+    lr = {"lr_g": 0.01, "lr_d": 0.01}
+    then = {"ema": {"half_life_images": 5000}}
+    summary = {"grid": ["0.001", "0.01"], "budget_images": 64000, "results": {
+        "a": {"0.001": {**_cell(90, 5), "setting": _setting("a", lr, then)},
+              "0.01": {**_cell(150, 5), "setting": _setting("a", lr, then)}}}}
+    params = {"seeds": [42], "budget": {"images": 64000}, "gans": {"a": lr}}  # the default half-life now
+    assert _setting("a", lr, then) != _setting("a", lr, params) == _setting("a", lr, {"ema": {"rampup": 0.5}})
+    t = settle(summary, params, tmp_path)
+    assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01"]
+    assert settle(summary, {**params, **then}, tmp_path).get("left_out") is None

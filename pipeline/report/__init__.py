@@ -106,7 +106,7 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
     path = metrics_dir / "lr_sweep.json"
     if not path.is_file():
         return None
-    params = {"seeds": cfg.seeds, "budget": {"images": cfg.budget.images},
+    params = {"seeds": cfg.seeds, "budget": {"images": cfg.budget.images}, "ema": cfg.ema.model_dump(mode="json"),
               "gans": {m: c.model_dump(mode="json") for m, c in cfg.gans.entries().items()}}
     try:
         return settle(read_json(path), params, metrics_dir)
