@@ -245,3 +245,16 @@ def test_a_sweep_cell_of_another_ema_is_another_setting(tmp_path):
     t = settle(summary, params, tmp_path)
     assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01"]
     assert settle(summary, {**params, **then}, tmp_path).get("left_out") is None
+
+
+def test_choices_list_every_value_away_from_its_default_and_what_stands_behind_it():
+    from pipeline.config import load_config
+    from pipeline.report.sections import choices
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "params.yaml")
+    study = SimpleNamespace(tuning={"results": {"dcgan": {}}}, metrics={n: {} for n in cfg.models()}, cfg=cfg)
+    text = choices(study)
+    assert "| dcgan | lr_g | 0.003 | 0.0002 | learning-rate grid (*Tuning effort*) |" in text
+    assert "| stylegan | mixing_prob | 0.0 | 0.9 | set in params.yaml; no screen stored |" in text
+    assert "| dcgan | latent_dim |" not in text  # at its default: not a choice

@@ -766,6 +766,43 @@ def tuning(study: Study) -> str | None:
     ])
 
 
+def choices(study: Study) -> str | None:
+    """Every value params.yaml sets away from its model's default (the paper's or the book's value, in the
+    model's config class), and what stands behind it in the study's data: the learning-rate grid where it has a
+    cell for the model, nothing stored otherwise."""
+    t = study.tuning or {}
+    swept = set(t.get("results", {}))
+    rows = []
+    for n in study.metrics:
+        cfg = study.cfg.model(n)
+        defaults = type(cfg)()
+        for key in type(cfg).model_fields:
+            value, default = getattr(cfg, key), getattr(defaults, key)
+            if value == default:
+                continue
+            source = ("learning-rate grid (*Tuning effort*)" if key in ("lr_g", "lr_d") and n in swept else
+                      "set in params.yaml; no screen stored")
+            rows.append({"model": n, "key": key, "value": str(value), "default": str(default), "source": source})
+    if not rows:
+        return None
+    unsupported = sorted({r["model"] for r in rows if r["source"].startswith("set in")})
+    return "\n".join([
+        "## Choices",
+        "",
+        "Every value params.yaml sets away from the model's default (its config class's value: the paper's or the "
+        "book's where there is one), and the experiment of the study behind it. A value with no stored screen is a "
+        "setting chosen by hand: the study's results hold for it, not for the best value of that knob.",
+        "",
+        table([("model", "model", str), ("key", "key", str), ("params.yaml", "value", str),
+               ("default", "default", str), ("chosen by", "source", str)], rows),
+        "",
+        f"{len(rows)} values away from their defaults in {len({r['model'] for r in rows})} models; "
+        f"{sum(r['source'].startswith('set in') for r in rows)} of them without a stored screen "
+        f"({_names(unsupported) if unsupported else 'none'}).",
+        "",
+    ])
+
+
 def growth(study: Study) -> str | None:
     names = [n for n in study.family("gan") if "schedule_alpha" in study.arrays[n]]
     out: list[str] = []
@@ -976,5 +1013,5 @@ def _half(arrays: dict[str, list], kind: str) -> int:
 
 
 SECTIONS = [header, lecture, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, variants, growth, gan_analyses,
+            pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, choices, variants, growth, gan_analyses,
             gan_curves, time_profile]
