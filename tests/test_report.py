@@ -258,3 +258,19 @@ def test_choices_list_every_value_away_from_its_default_and_what_stands_behind_i
     assert "| dcgan | lr_g | 0.003 | 0.0002 | learning-rate grid (*Tuning effort*) |" in text
     assert "| stylegan | mixing_prob | 0.0 | 0.9 | set in params.yaml; no screen stored |" in text
     assert "| dcgan | latent_dim |" not in text  # at its default: not a choice
+
+
+def test_results_csv_has_one_row_per_number(tmp_path):
+    import csv
+
+    from pipeline.report import write_results
+
+    study = SimpleNamespace(by_seed={"dcgan": {42: {"fid": 101.5, "fid_sets": [100.0, 103.0], "health": "ok",
+                                                    "classes_covered": 10, "flag": True}},
+                                     "pca": {42: {"test_mse": 0.0165}}})
+    write_results(study, tmp_path / "results.csv")
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert rows[0] == {"model": "dcgan", "seed": "42", "sample_set": "", "metric": "classes_covered", "value": "10"}
+    assert [(r["sample_set"], r["metric"], r["value"]) for r in rows if r["metric"] == "fid"] == \
+           [("", "fid", "101.5"), ("0", "fid", "100.0"), ("1", "fid", "103.0")]
+    assert {r["metric"] for r in rows} == {"classes_covered", "fid", "test_mse"}  # text and flags are not numbers

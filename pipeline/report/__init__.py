@@ -7,6 +7,7 @@ look at the metrics a model produced, never at its name.
 
 from __future__ import annotations
 
+import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,23 @@ def headline(study: Study) -> dict:
     return out
 
 
+def write_results(study: Study, path: Path) -> None:
+    """Every number of the study in one tidy table: model, seed, sample_set (empty for a number of the whole run),
+    metric, value. A metric measured on several disjoint sample sets (`<metric>_sets`) gives one row per set; its
+    mean and spread are rows of their own. `pandas.read_csv("reports/results.csv")` loads it in one line."""
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["model", "seed", "sample_set", "metric", "value"])
+        for name, runs in study.by_seed.items():
+            for seed, m in runs.items():
+                for key in sorted(m):
+                    value = m[key]
+                    if key.endswith("_sets") and isinstance(value, list):
+                        out.writerows([name, seed, i, key.removesuffix("_sets"), v] for i, v in enumerate(value))
+                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                        out.writerow([name, seed, "", key, value])
+
+
 def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:
     """Wall seconds of each stage of this study, by DVC stage name (train_gan@dcgan-42), as their profile.json
     files recorded them: what the next `make study` estimates its time left from (pipeline.progress). The report
@@ -176,7 +194,8 @@ def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:
 
 def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: Path,
                  manifest_path: Path = Path("data/prepared/manifest.json")) -> Path:
-    """`out_dir`/README.md, `out_dir`/figures/, `out_dir`/headline.json and `out_dir`/stage_times.json, replaced
+    """`out_dir`/README.md, `out_dir`/figures/, `out_dir`/headline.json, `out_dir`/results.csv and
+    `out_dir`/stage_times.json, replaced
     only when the whole report was written (anything else in `out_dir`, such as the committed three-seed report, is
     left alone)."""
     from pipeline.report.sections import SECTIONS
@@ -186,9 +205,11 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
         out_dir.mkdir(parents=True, exist_ok=True)
         with atomic_dir(out_dir / "figures") as figures, atomic_path(out_dir / "README.md") as readme, \
                 atomic_path(out_dir / "headline.json") as headline_json, \
-                atomic_path(out_dir / "stage_times.json") as times_json:
+                atomic_path(out_dir / "stage_times.json") as times_json, \
+                atomic_path(out_dir / "results.csv") as results_csv:
             study = load_study(cfg, metrics_dir, runs_dir, manifest_path, figures)
             write_json(headline_json, headline(study))
+            write_results(study, results_csv)
             for n in study.metrics:
                 for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
                     shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
