@@ -23,13 +23,17 @@ def _pm(row: dict, key: str, digits: int) -> str:
 
 def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
     """The README's results: the generative models by FID, the other autoencoders by test MSE."""
+    from pipeline.report.stats import MIN_SEEDS
+
     generative = sorted((n for n, r in headline.items() if "fid" in r), key=lambda n: headline[n]["fid"])
     others = sorted((n for n, r in headline.items() if "fid" not in r), key=lambda n: headline[n]["test_mse"])
     spread = "the standard deviation over the seeds" if len(seeds) > 1 else "the spread over sample sets of one run"
     intro = (f"The committed study ({len(seeds)} training seed{'s' if len(seeds) > 1 else ''}: "
              f"{', '.join(map(str, seeds))}), from `reports/headline.json`; ± is {spread}. Generative models by FID "
              "(lower is better) with recall; the other autoencoders by test MSE with the linear-probe accuracy of "
-             "their codings.")
+             "their codings."
+             + (f" With fewer than {MIN_SEEDS} seeds this is a ranking, not a claim that one model beats another."
+                if len(seeds) < MIN_SEEDS else ""))
     lines = [START, "", textwrap.fill(intro, width=115), "",
              "| generative model | FID | recall |", "|---|---:|---:|"]
     lines += [f"| `{n}` | {_pm(headline[n], 'fid', 0)} | {_pm(headline[n], 'recall', 2)} |" for n in generative]
