@@ -59,7 +59,9 @@ def test_the_report_shows_a_sweep_collected_before_the_study_changed_as_the_stud
     assert t["best"] == {"a": "0.01", "b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
     assert t["left_out"] == ["the cell a at 0.001"] and t["results"]["b"]["0.01"] == _cell(300, 5)
     text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))
-    assert "| a | – | 75 ± 6 (10) | 0.01 | 0.01 | yes |" in text
+    assert "| a | – | 75 ± 6 (10) | – | 0.01 | – |" in text  # one cell: no best to be at
+    assert "Models with one cell only, the study's own run (no learning rate was compared in the current setting): " \
+           "`a`. Models not at their own best value of the grid: none." in text
     assert "Not shown, run with another setting of the model than params.yaml's" in text
     assert text.rstrip().endswith("reruns its row): the cell a at 0.001.")
 
@@ -227,6 +229,10 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
     text = lecture(study)
     assert SECTIONS[1] is lecture and text.startswith("## What the lecture claims")  # first after the header
     assert "Holm-corrected over the 9 tested claims" in text and "| contradicted |" in text
+    for s in study.seeds:  # a profile that does not measure a claim's metric (few_labels without 100)
+        del study.by_seed["stacked"][s]["few_label_finetuned_100"]
+    row = {r["said"]: r for r in verdicts(study)}["[A stacked autoencoder] can be used for pre-trained model"]
+    assert (row["evidence"], row["verdict"]) == ("–", "not measured with this study's params")
     one = verdicts(_lecture_study(tmp_path / "one", seeds=(42,)))
     assert {r["verdict"] for r in one} >= {"no verdict with 1 training seed (needs 3)"}
     assert not {"holds", "contradicted"} & {r["verdict"] for r in one}
@@ -253,9 +259,11 @@ def test_choices_list_every_value_away_from_its_default_and_what_stands_behind_i
     from tests.conftest import ROOT
 
     cfg = load_config(ROOT / "params.yaml")
-    study = SimpleNamespace(tuning={"results": {"dcgan": {}}}, metrics={n: {} for n in cfg.models()}, cfg=cfg)
+    cells = {"dcgan": {"0.001": {}, "0.003": {}}, "progan": {"0.01": {}}}  # progan: its own run only
+    study = SimpleNamespace(tuning={"results": cells}, metrics={n: {} for n in cfg.models()}, cfg=cfg)
     text = choices(study)
     assert "| dcgan | lr_g | 0.003 | 0.0002 | learning-rate grid (*Tuning effort*) |" in text
+    assert "| progan | lr_d | 0.01 | 0.001 | learning-rate grid of an earlier setting (its cells left out" in text
     assert "| stylegan | mixing_prob | 0.0 | 0.9 | set in params.yaml; no screen stored |" in text
     assert "| dcgan | latent_dim |" not in text  # at its default: not a choice
 

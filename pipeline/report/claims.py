@@ -167,7 +167,7 @@ def claims(study: Study) -> list[Claim]:
               Side("progan_no_growing", _time_to(study, "progan_no_growing"), "not growing"), expect="lower"),
         Claim("[Growing] greatly stabilizes [the training]",
               "`progan` against `progan_no_growing`: the FID the curve gives back (sum of its rises between curve "
-              "points)", "difference",
+              "points; the scored generator is the moving average, at the resolution of the moment)", "difference",
               Side("progan", _rises(study, "progan"), "growing"),
               Side("progan_no_growing", _rises(study, "progan_no_growing"), "not growing"), expect="lower"),
         Claim("Increasing variation using minibatch standard deviation",
@@ -190,8 +190,13 @@ def _fmt(v: float) -> str:
     return "never" if math.isinf(v) else f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
 
-def _values(study: Study, side: Side) -> list[float]:
-    return [side.value({**study.by_seed[side.model][s], "seed": s}) for s in study.seeds]
+def _values(study: Study, side: Side) -> list[float] | None:
+    """The side's value in each seed; None when the study did not measure it (a profile without that metric, such
+    as a few-label count its params do not list)."""
+    try:
+        return [side.value({**study.by_seed[side.model][s], "seed": s}) for s in study.seeds]
+    except (KeyError, TypeError):
+        return None
 
 
 def verdicts(study: Study) -> list[dict]:
@@ -203,8 +208,12 @@ def verdicts(study: Study) -> list[dict]:
         if any(n not in study.by_seed for n in needed):
             rows.append({**row, "evidence": "–", "verdict": "not in this study's params"})
             continue
+        measured = [_values(study, side) for side in (c.a, c.b) if side]
+        if any(v is None for v in measured):
+            rows.append({**row, "evidence": "–", "verdict": "not measured with this study's params"})
+            continue
         if c.kind == "difference":
-            a, b = _values(study, c.a), _values(study, c.b)
+            a, b = measured
             row["evidence"] = (f"{c.a.label} {' / '.join(map(_fmt, a))} against {c.b.label} "
                                f"{' / '.join(map(_fmt, b))}")
             if any(math.isinf(v) for v in a + b):
@@ -213,15 +222,17 @@ def verdicts(study: Study) -> list[dict]:
                 tested.append((len(rows), a, b, c.expect))
                 row["family"] = True  # one of the claims Holm's correction counts
         elif c.kind == "equivalence":
-            a = _values(study, c.a)
+            a = measured[0]
             row["evidence"] = f"{c.a.label} {' / '.join(f'{v:.4f}' for v in a)}"
             inside = [abs(v - 1) <= PCA_MARGIN for v in a]
             row["verdict"] = (_too_few(study) if len(a) < MIN_SEEDS else "holds" if all(inside) else
                               "contradicted" if not any(inside) else "not separated at this budget")
         else:
-            row["evidence"] = (c.evidence(study) if c.evidence else None) or "–"
-            row["verdict"] = {"construction": "holds by construction (not a finding)", "shown": "shown, not tested",
-                              "unmeasured": "not measured yet"}[c.kind]
+            evidence = c.evidence(study) if c.evidence else None
+            row["evidence"] = evidence or "–"
+            row["verdict"] = ("not in this study's params" if evidence is None and c.kind != "unmeasured" else
+                              {"construction": "holds by construction (not a finding)", "shown": "shown, not tested",
+                               "unmeasured": "not measured yet"}[c.kind])
         rows.append(row)
     if tested:
         values = {f"a{i}": a for i, a, _, _ in tested} | {f"b{i}": b for i, _, b, _ in tested}

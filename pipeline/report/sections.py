@@ -92,8 +92,9 @@ def lecture(study: Study) -> str | None:
         table([("the lecture says", "said", str), ("the study's experiment", "experiment", str),
                ("evidence (per seed)", "evidence", str), ("verdict", "verdict", str)], rows),
         "",
-        f"A claim about a difference gets a verdict from a two-sided Welch t-test over the {len(study.seeds)} training "
-        f"seed{'s' if len(study.seeds) > 1 else ''}' values, Holm-corrected over the {tested} tested claims together, at "
+        f"A claim about a difference gets a verdict from a two-sided Welch t-test over the per-seed values "
+        f"({len(study.seeds)} training seed{'s' if len(study.seeds) > 1 else ''} here), Holm-corrected over the "
+        f"{tested} tested claims together, at "
         f"α = {ALPHA:g}: *holds* (separated, in the claimed direction), *contradicted* (separated, the other way) or "
         f"*not separated at this budget*; with fewer than {MIN_SEEDS} seeds there is no verdict, only the measurement. "
         "The criterion is written in `pipeline/report/claims.py` and does not depend on the numbers. Rows that hold "
@@ -715,13 +716,15 @@ def tuning(study: Study) -> str | None:
         return None
     rows = []
     for n in names:
-        row = {"model": n, "best": t["best"][n], "used": t["used"].get(n, "–")}
+        single = len(t["results"][n]) < 2  # nothing to compare: no best
+        row = {"model": n, "best": "–" if single else t["best"][n], "used": t["used"].get(n, "–")}
         for v in t["grid"]:
             r = t["results"][n].get(v)
             row[v] = "–" if r is None else f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})"
-        row["own best"] = "yes" if row["used"] == row["best"] else "no"
+        row["own best"] = "–" if single else "yes" if row["used"] == row["best"] else "no"
         rows.append(row)
-    off = [n for n in names if t["used"].get(n) != t["best"][n]]
+    compared = [n for n in names if len(t["results"][n]) > 1]
+    off = [n for n in compared if t["used"].get(n) != t["best"][n]]
     edge = [n for n in names if len(t["results"][n]) > 1 and t["best"][n] in (t["grid"][0], t["grid"][-1])]
     missing = []  # grid values a model has no cell for; bracketed: a value between them and its best already worse
     for n in names:
@@ -752,12 +755,15 @@ def tuning(study: Study) -> str | None:
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
                ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
         "",
-        f"Models not at their own best value of the grid: {_names(off)}. "
-        + (f"Best at an end of the grid, so the optimum may lie beyond it: {_names(edge)}. " if edge else
-           "Every model's best value lies inside the grid. ")
-        + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
-           f"them in this seed): {', '.join(close)}." if close else
-           "Every model's best value is ahead of its runner-up beyond both sample-set spreads.")
+        (f"Models with one cell only, the study's own run (no learning rate was compared in the current "
+         f"setting): {_names([n for n in names if n not in compared])}. " if len(compared) < len(names) else "")
+        + ("" if not compared else
+           f"Models not at their own best value of the grid: {_names(off)}. "
+           + (f"Best at an end of the grid, so the optimum may lie beyond it: {_names(edge)}. " if edge else
+              "Every model's best value lies inside the grid. ")
+           + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
+              f"them in this seed): {', '.join(close)}." if close else
+              "Every model's best value is ahead of its runner-up beyond both sample-set spreads."))
         + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else "")
         + (" Not shown, run with another setting of the model than params.yaml's (its params changed after the "
            f"sweep; `make sweep SWEEP_MODELS=<model>` reruns its row): {', '.join(t['left_out'])}."
@@ -780,8 +786,10 @@ def choices(study: Study) -> str | None:
             value, default = getattr(cfg, key), getattr(defaults, key)
             if value == default:
                 continue
-            source = ("learning-rate grid (*Tuning effort*)" if key in ("lr_g", "lr_d") and n in swept else
-                      "set in params.yaml; no screen stored")
+            cells = len(t.get("results", {}).get(n, {}))
+            source = ("set in params.yaml; no screen stored" if key not in ("lr_g", "lr_d") or n not in swept else
+                      "learning-rate grid (*Tuning effort*)" if cells > 1 else
+                      "learning-rate grid of an earlier setting (its cells left out in *Tuning effort*)")
             rows.append({"model": n, "key": key, "value": str(value), "default": str(default), "source": source})
     if not rows:
         return None
