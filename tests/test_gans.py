@@ -190,6 +190,9 @@ def test_latent_arithmetic_reports_ink_and_class_interpolation():
     assert set(analysis.metrics) == {"ink_vector_ink_gain", "ink_vector_class_kept", "class_mean_latents_recognised"}
     assert analysis.grids["ink_arithmetic"].shape[1:3] == (5, 1)
     assert analysis.grids["class_interpolation"].shape[1] == 9
+    collapsed = latent_arithmetic(model, lambda x: torch.zeros(len(x), dtype=torch.long), seed=0, n=400)
+    assert "class_interpolation" not in collapsed.grids  # one class: nothing to walk between, no empty grid
+    assert collapsed.metrics["class_mean_latents_recognised"] == 1.0
 
 
 @pytest.mark.parametrize("name", ["progan", "stylegan"])

@@ -48,11 +48,13 @@ def latent_arithmetic(model: GAN, classify: Classify, seed: int, n: int = 2000) 
     classes = [k for k in range(10) if int((labels == k).sum()) >= 10]
     means = torch.stack([z[labels == k].mean(0) for k in classes])  # (K, latent)
     recognised = float((classify(_decode(model, means)) == torch.tensor(classes, device=labels.device)).float().mean())
-    t = torch.linspace(0, 1, 9)[None, :, None]
-    line = means[:-1, None] * (1 - t) + means[1:, None] * t  # consecutive classes
-    between = _decode(model, line.flatten(0, 1)).unflatten(0, line.shape[:2])
+    grids = {"ink_arithmetic": arithmetic}
+    if len(classes) > 1:  # a generator whose samples fall in one class has nothing to interpolate between
+        t = torch.linspace(0, 1, 9)[None, :, None]
+        line = means[:-1, None] * (1 - t) + means[1:, None] * t  # consecutive classes
+        grids["class_interpolation"] = _decode(model, line.flatten(0, 1)).unflatten(0, line.shape[:2])
     return Analysis(
         metrics={"ink_vector_ink_gain": ink_gain, "ink_vector_class_kept": kept,
                  "class_mean_latents_recognised": recognised},
-        grids={"ink_arithmetic": arithmetic, "class_interpolation": between},
+        grids=grids,
     )

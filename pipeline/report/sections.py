@@ -755,10 +755,10 @@ def tuning(study: Study) -> str | None:
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
                ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
         "",
-        (f"Models with one cell only, the study's own run (no learning rate was compared in the current "
-         f"setting): {_names([n for n in names if n not in compared])}. " if len(compared) < len(names) else "")
+        ((f"Models with one cell only, the study's own run (no learning rate was compared in the current "
+         f"setting): {_names([n for n in names if n not in compared])}." if len(compared) < len(names) else "")
         + ("" if not compared else
-           f"Models not at their own best value of the grid: {_names(off)}. "
+           f" Models not at their own best value of the grid: {_names(off)}. "
            + (f"Best at an end of the grid, so the optimum may lie beyond it: {_names(edge)}. " if edge else
               "Every model's best value lies inside the grid. ")
            + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
@@ -767,7 +767,7 @@ def tuning(study: Study) -> str | None:
         + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else "")
         + (" Not shown, run with another setting of the model than params.yaml's (its params changed after the "
            f"sweep; `make sweep SWEEP_MODELS=<model>` reruns its row): {', '.join(t['left_out'])}."
-           if t.get("left_out") else ""),
+           if t.get("left_out") else "")).strip(),
         "",
     ])
 
