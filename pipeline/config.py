@@ -28,7 +28,8 @@ class DataConfig(Strict):
     folder: str | None = None  # an ImageFolder root (one sub-folder per class) when dataset is 'folder'
     color: Literal["grayscale", "rgb"] = "grayscale"  # what 'folder' images are converted to
     image_size: int = Field(28, ge=8, le=512)  # side of the square images every model sees
-    test_size: int = Field(1000, ge=10)  # images held out, stratified by class
+    test_size: int = Field(1000, ge=10)  # images held out for the reported numbers, stratified by class
+    val_size: int = Field(500, ge=10)  # images held out for every choice made by looking at a number
     train_size: int | None = Field(None, ge=10)  # None: every image not held out
 
     @model_validator(mode="after")
@@ -73,6 +74,10 @@ class EvaluateConfig(Strict):
         default_factory=lambda: [50, 100, 500, 1000, "all"], max_length=20)
     few_label_steps: int = Field(200, ge=1, le=1_000_000)  # Adam steps per few-label classifier
     few_label_lr: float = Field(1e-3, gt=0, le=1)
+    # W against Z (every GAN's z, StyleGAN's w): perceptual path length and linear separability, as the StyleGAN paper
+    ppl_pairs: int = Field(2000, ge=10, le=1_000_000)  # latent pairs per path length (the paper: 100,000)
+    ppl_epsilon: float = Field(1e-4, gt=0, le=0.1)  # the step along the path (the paper's)
+    separability_samples: int = Field(4000, ge=20, le=1_000_000)  # latents labelled; the more confident half used
 
     @model_validator(mode="after")
     def _kid_fits(self):
@@ -160,8 +165,9 @@ class StudyConfig(Strict):
     def _seeds_unique(self):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: each seed once (got {self.seeds})")
-        if self.evaluate.knn_k >= self.data.test_size:  # the real floor: test images against as many train images
-            raise ValueError(f"evaluate.knn_k: below data.test_size ({self.data.test_size}); got {self.evaluate.knn_k}")
+        held = min(self.data.test_size, self.data.val_size)  # precision/recall against either held-out split
+        if self.evaluate.knn_k >= held:
+            raise ValueError(f"evaluate.knn_k: below data.test_size and data.val_size ({held}); got {self.evaluate.knn_k}")
         return self
 
     def with_seed(self, seed: int | None) -> "StudyConfig":

@@ -4,8 +4,10 @@
 - `mnist`, `fashion_mnist`, `cifar10`: torchvision; they download into `data.root` where the machine is online.
 - `folder`: the user's own images in ImageFolder layout (one sub-folder per class), resized to `image_size`.
 
-Every dataset is split here with a seeded, class-stratified split, so the evaluator, every model and every
-metric see the same train and test images.
+Every dataset is split here into three disjoint, seeded, class-stratified parts, so the evaluator, every model
+and every metric see the same images: `train` (what every model learns from), `val` (what every choice made by
+looking at a number is judged on: training curves, learning-rate grids, screens) and `test` (what the report's
+numbers are measured on, looked at by no choice).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pipeline import StudyError, brief
 from pipeline.config import DataConfig
 from pipeline.io import atomic_dir, read_json, write_json
 
-ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+SPLITS = ("train", "val", "test")
+ARRAYS = tuple(f"{a}_{s}" for s in SPLITS for a in ("x", "y"))
 
 
 @dataclass
@@ -101,23 +104,29 @@ def load_raw(cfg: DataConfig) -> Images:
 
 
 def split(images: Images, cfg: DataConfig, seed: int) -> dict[str, np.ndarray]:
+    """Test first, then validation from the rest, each stratified by class and seeded; the rest (or `train_size`
+    of it) is the train split. Each split's indices in increasing order."""
     n, k = len(images.y), len(images.classes)
     counts = np.bincount(images.y, minlength=k)
-    train_size = cfg.train_size if cfg.train_size is not None else n - cfg.test_size
-    if k < 2 or counts.min() < 2:
-        raise StudyError(f"data: every class needs at least 2 images for a stratified split (counts: {counts.tolist()})")
-    if cfg.test_size < k or train_size < k or cfg.test_size + train_size > n:
+    held = cfg.test_size + cfg.val_size
+    train_size = cfg.train_size if cfg.train_size is not None else n - held
+    if k < 2 or counts.min() < 3:
+        raise StudyError(f"data: every class needs at least 3 images for a stratified three-way split "
+                         f"(counts: {counts.tolist()})")
+    if min(cfg.test_size, cfg.val_size, train_size) < k or held + train_size > n:
         raise StudyError(
-            f"data: test_size ({cfg.test_size}) + train_size ({train_size}) must fit in the {n} images "
-            f"and each be at least the number of classes ({k})"
+            f"data: test_size ({cfg.test_size}) + val_size ({cfg.val_size}) + train_size ({train_size}) must fit in "
+            f"the {n} images and each be at least the number of classes ({k})"
         )
     from sklearn.model_selection import train_test_split  # seconds to import: only here
-    idx_train, idx_test = train_test_split(
-        np.arange(n), train_size=train_size, test_size=cfg.test_size, stratify=images.y, random_state=seed
-    )
-    idx_train, idx_test = np.sort(idx_train), np.sort(idx_test)
-    return {"x_train": images.x[idx_train], "y_train": images.y[idx_train],
-            "x_test": images.x[idx_test], "y_test": images.y[idx_test]}
+    rest, idx_test = train_test_split(np.arange(n), test_size=cfg.test_size, stratify=images.y, random_state=seed)
+    idx_train, idx_val = train_test_split(rest, train_size=train_size, test_size=cfg.val_size,
+                                          stratify=images.y[rest], random_state=seed)
+    out = {}
+    for name, idx in (("train", idx_train), ("val", idx_val), ("test", idx_test)):
+        idx = np.sort(idx)
+        out[f"x_{name}"], out[f"y_{name}"] = images.x[idx], images.y[idx]
+    return out
 
 
 def checksum(arrays: dict[str, np.ndarray]) -> str:
@@ -141,7 +150,7 @@ def prepare(cfg: DataConfig, seed: int, out_dir: Path) -> dict:
         "splits": {
             s: {"images": int(len(arrays[f"y_{s}"])),
                 "class_counts": np.bincount(arrays[f"y_{s}"], minlength=k).tolist()}
-            for s in ("train", "test")
+            for s in SPLITS
         },
         "pixel_range": [int(arrays["x_train"].min()), int(arrays["x_train"].max())],
         "pixel_dtype": "uint8 (scaled to [0, 1] when loaded)",
@@ -158,6 +167,8 @@ def prepare(cfg: DataConfig, seed: int, out_dir: Path) -> dict:
 class Dataset:
     x_train: torch.Tensor  # (N, C, H, W) float32 in [0, 1]
     y_train: torch.Tensor  # (N,) int64
+    x_val: torch.Tensor
+    y_val: torch.Tensor
     x_test: torch.Tensor
     y_test: torch.Tensor
     manifest: dict
@@ -183,9 +194,9 @@ def load(data_dir: Path) -> Dataset:
         raise StudyError(f"{data_dir}: prepared arrays unreadable ({brief(exc)}); rerun the 'prepare' stage") from None
     if checksum(arrays) != manifest.get("sha256"):
         raise StudyError(f"{data_dir}: arrays do not match manifest.json's checksum; rerun the 'prepare' stage")
-    as_float = lambda a: torch.from_numpy(a).float().div_(255.0)  # noqa: E731
-    return Dataset(as_float(arrays["x_train"]), torch.from_numpy(arrays["y_train"]),
-                   as_float(arrays["x_test"]), torch.from_numpy(arrays["y_test"]), manifest)
+    tensors = {n: torch.from_numpy(a).float().div_(255.0) if n.startswith("x_") else torch.from_numpy(a)
+               for n, a in arrays.items()}
+    return Dataset(**tensors, manifest=manifest)
 
 
 def showcase(y: torch.Tensor, n: int) -> torch.Tensor:

@@ -3,12 +3,13 @@
 `make sweep` queues one experiment per model and grid value (`dvc exp run --queue -n lr-<model>-<value>
 -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>`), runs the queue (`dvc queue start`), then calls
 `collect` (through `python -m stages.sweep`), which reads each experiment's committed params and metrics from its
-git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID (mean ± std over sample sets), recall and
+git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the validation split (mean ± std
+over sample sets: the number the choice is made on; the test split decides nothing), recall and
 classes covered per model and value, the best value per model and the value params.yaml uses. It merges with the
 cells already there at the same budget (a wider grid adds a column), and the cell of the value params.yaml uses
 is the study's own committed result (that experiment is the study's run). A cell counts only for the model's
 current setting: each records a hash of the model's params other than its learning rates, and an experiment or an
-earlier cell of another setting (a batch size or EMA changed since the sweep) is left out and named, so a table
+earlier cell of another setting (a batch size, EMA or the data's splits changed since the sweep) is left out and named, so a table
 never mixes two recipes of one model. The report's *Tuning effort* section shows it.
 """
 
@@ -54,9 +55,10 @@ def _recipe(model_params: dict) -> dict:
 def _setting(model: str, model_params: dict, study_params: dict | None = None) -> str:
     """A short hash of a model's params other than the swept learning rates, defaults filled in by the model's
     config (so `batch_size: 32` written out and left to its default of 32 are one setting); params the model's
-    config no longer accepts are a setting of their own. The study-wide blocks a GAN trains with (`ema`) count
-    too, read from `study_params` (params.yaml as a whole) with their defaults."""
-    from pipeline.config import EMAConfig
+    config no longer accepts are a setting of their own. The study-wide blocks a GAN trains and is judged with
+    (`ema`, and `data`: the splits) count too, read from `study_params` (params.yaml as a whole) with their
+    defaults."""
+    from pipeline.config import DataConfig, EMAConfig
 
     recipe: Any = _recipe(model_params)
     if model in MODELS:
@@ -64,16 +66,20 @@ def _setting(model: str, model_params: dict, study_params: dict | None = None) -
             recipe = _recipe(MODELS[model].config.model_validate(model_params).model_dump(mode="json"))
         except ValueError:
             recipe = {"not valid": recipe}
-    try:
-        shared = EMAConfig.model_validate((study_params or {}).get("ema") or {}).model_dump(mode="json")
-    except ValueError:
-        shared = {"not valid": (study_params or {}).get("ema")}
-    recipe = {"model": recipe, "ema": shared}
+    recipe = {"model": recipe}
+    for block, config in (("ema", EMAConfig), ("data", DataConfig)):
+        try:
+            recipe[block] = config.model_validate((study_params or {}).get(block) or {}).model_dump(mode="json")
+        except ValueError:
+            recipe[block] = {"not valid": (study_params or {}).get(block)}
     return hashlib.sha256(json.dumps(recipe, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _cell(metrics: dict, setting: str) -> dict:
-    return {**{k: metrics.get(k) for k in ("fid", "fid_std", "recall", "classes_covered")}, "setting": setting}
+    """What a grid cell keeps of a run's metrics: FID (± its spread over sample sets) against the validation split,
+    the number choices are made on, with recall and classes covered."""
+    return {"fid": metrics.get("fid_val"), "fid_std": metrics.get("fid_val_std"),
+            **{k: metrics.get(k) for k in ("recall", "classes_covered")}, "setting": setting}
 
 
 def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]], int | None, str | None]:
@@ -91,6 +97,10 @@ def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]],
     if budget is not None and old_budget != budget:
         return {}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
     return results, old_budget, None
+
+
+def _fid(cell: dict) -> float:
+    return float("inf") if cell.get("fid") is None else float(cell["fid"])
 
 
 def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] | None = None) -> dict[str, Any]:
@@ -120,7 +130,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     grid = sorted({float(v) for cells in results.values() for v in cells})
     out = {**summary, "grid": [f"{v:g}" for v in grid], "results": results,
-           "best": {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()}, "used": used}
+           "best": {m: min(r, key=lambda v: _fid(r[v])) for m, r in results.items()}, "used": used}
     out.pop("dropped", None)
     out.pop("left_out", None)
     if left_out:
@@ -156,7 +166,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
             now = _recipe(params["gans"][model])
             keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))
             parts = [f"gans.{model} differs in {', '.join(keys)}"] if keys else []
-            parts += ["ema differs"] if params.get("ema") != exp_params.get("ema") else []
+            parts += [f"{b} differs" for b in ("ema", "data") if params.get(b) != exp_params.get(b)]
             left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
             continue
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))

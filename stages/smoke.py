@@ -29,13 +29,14 @@ SMOKE_MODELS = {"autoencoders": ("stacked",), "gans": ("dcgan",), "diffusion": (
 
 
 def shrink(raw: dict) -> dict:
-    """params.yaml made tiny: 400/100 images, one or two epochs (a budget of 800 images), small batches and
+    """params.yaml made tiny: 400/100/100 images, one or two epochs (a budget of 800 images), small batches and
     sample counts, 50 diffusion steps, no model export."""
     raw = copy.deepcopy(raw)
-    raw["data"].update(train_size=400, test_size=100)
+    raw["data"].update(train_size=400, val_size=100, test_size=100)
     raw["evaluator"].update(epochs=2, batch_size=32)
     raw["evaluate"].update(n_generated=100, kid_subset_size=50, kid_subsets=5, probe_max_iter=200,
-                           few_labels=[20, "all"], few_label_steps=5, sample_sets=2, curve_samples=50)
+                           few_labels=[20, "all"], few_label_steps=5, sample_sets=2, curve_samples=50,
+                           ppl_pairs=100, separability_samples=200)
     raw["budget"].update(images=800, curve_points=2)  # 2 epochs of 400 images
     raw["train"].update(checkpoint_every=5, grid_size=16)
     for block in ("autoencoders", "gans", "diffusion"):

@@ -37,7 +37,7 @@ def _low_rank_dataset(n_train=1200, n_test=300, rank=4, seed=0) -> Dataset:
 
     y = lambda n: torch.arange(n) % 2  # noqa: E731
     manifest = {"shape": [1, 8, 8], "classes": ["a", "b"], "sha256": "synthetic"}
-    return Dataset(draw(n_train), y(n_train), draw(n_test), y(n_test), manifest)
+    return Dataset(draw(n_train), y(n_train), draw(n_test), y(n_test), draw(n_test), y(n_test), manifest)
 
 
 def test_linear_autoencoder_converges_to_pcas_subspace(tmp_path):
@@ -101,15 +101,15 @@ def test_greedy_history_records_the_phases_and_the_whole_split_at_each_phase_end
     assert train_model("greedy", cfg, tiny_data, paths)
     history = json.loads((paths.run_dir / "history.json").read_text())
     assert [r["phase"] for r in history] == ["layer1", "layer1", "layer2", "layer2", "finetune", "finetune"]
-    assert ["test_mse_full" in r for r in history] == [False, True, False, True, False, True]
+    assert ["val_mse_full" in r for r in history] == [False, True, False, True, False, True]
     model, payload = load_model(paths.model)
-    phases = payload["extra"]["phase_test_mse"]
-    assert phases == {"layer1": history[1]["test_mse_full"], "layer2": history[3]["test_mse_full"],
-                      "finetune": history[5]["test_mse_full"]}
+    phases = payload["extra"]["phase_val_mse"]
+    assert phases == {"layer1": history[1]["val_mse_full"], "layer2": history[3]["val_mse_full"],
+                      "finetune": history[5]["val_mse_full"]}
     model.eval()
     with torch.no_grad():
-        whole = float(((batched(model.reconstruct, tiny_data.x_test) - tiny_data.x_test) ** 2).mean())
-    assert phases["finetune"] == pytest.approx(whole, rel=1e-6) and history[5]["test_mse"] != phases["finetune"]
+        whole = float(((batched(model.reconstruct, tiny_data.x_val) - tiny_data.x_val) ** 2).mean())
+    assert phases["finetune"] == pytest.approx(whole, rel=1e-6) and history[5]["val_mse"] != phases["finetune"]
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(

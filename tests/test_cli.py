@@ -195,6 +195,6 @@ def test_report_stage_writes_the_same_bytes_twice(tmp_path, monkeypatch, tiny_ra
     second = {p.name: p.read_bytes() for p in (tmp_path / "reports").rglob("*") if p.is_file()}
     assert first == second
     text = first["README.md"].decode()
-    assert "| pca |" in text and "| dcgan |" in text and "real: test split vs train split" in text
+    assert "| pca |" in text and "| dcgan |" in text and "real: train images vs test split (floor)" in text
     assert {"curves_gans.png", "pca_reconstructions.png", "dcgan_samples.png", "budget_curves.png"} <= set(first)
     assert "## Findings" in text and "Same training budget: every generative model saw 800 training images" in text

@@ -11,31 +11,38 @@ from pipeline.config import DataConfig
 from pipeline.data import load, prepare
 
 
-def test_mnist5k_split_is_stratified_with_a_manifest(tmp_path):
+def test_mnist5k_three_splits_are_stratified_and_disjoint_with_a_manifest(tmp_path):
     manifest = prepare(DataConfig(), 42, tmp_path / "prepared")
     assert manifest["dataset"] == "mnist5k" and manifest["shape"] == [1, 28, 28]
-    assert manifest["splits"]["train"] == {"images": 4000, "class_counts": [400] * 10}
+    assert manifest["splits"]["train"] == {"images": 3500, "class_counts": [350] * 10}
+    assert manifest["splits"]["val"] == {"images": 500, "class_counts": [50] * 10}
     assert manifest["splits"]["test"] == {"images": 1000, "class_counts": [100] * 10}
     assert manifest["pixel_range"] == [0, 255]
     data = load(tmp_path / "prepared")
-    assert data.x_train.shape == (4000, 1, 28, 28) and data.x_test.shape == (1000, 1, 28, 28)
+    assert data.x_train.shape == (3500, 1, 28, 28) and data.x_test.shape == (1000, 1, 28, 28)
+    assert data.x_val.shape == (500, 1, 28, 28) and data.y_val.shape == (500,)
+    # disjoint: no image of one split is in another (mnist5k has no duplicate digits), and together they are all
+    rows = {s: {bytes(a) for a in np.load(tmp_path / "prepared" / f"x_{s}.npy").reshape(-1, 784)}
+            for s in ("train", "val", "test")}
+    assert not (rows["train"] & rows["val"] or rows["train"] & rows["test"] or rows["val"] & rows["test"])
+    assert sum(map(len, rows.values())) == 5000
     assert float(data.x_train.min()) == 0.0 and float(data.x_train.max()) == 1.0
     # real digits: on average about a fifth of an MNIST image is ink
     assert 0.08 < float(data.x_train.mean()) < 0.2
 
 
 def test_same_seed_same_bytes_other_seed_other_split(tmp_path):
-    cfg = DataConfig(train_size=300, test_size=100)
+    cfg = DataConfig(train_size=300, val_size=50, test_size=100)
     a = prepare(cfg, 1, tmp_path / "a")
     b = prepare(cfg, 1, tmp_path / "b")
     c = prepare(cfg, 2, tmp_path / "c")
-    for name in ("x_train.npy", "y_test.npy", "manifest.json"):
+    for name in ("x_train.npy", "x_val.npy", "y_test.npy", "manifest.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert a["sha256"] == b["sha256"] != c["sha256"]
 
 
 def test_tampered_arrays_are_refused(tmp_path):
-    prepare(DataConfig(train_size=100, test_size=50), 0, tmp_path / "p")
+    prepare(DataConfig(train_size=100, val_size=50, test_size=50), 0, tmp_path / "p")
     x = np.load(tmp_path / "p" / "x_test.npy")
     x[0, 0, 0, 0] ^= 1
     np.save(tmp_path / "p" / "x_test.npy", x)
@@ -46,8 +53,9 @@ def test_tampered_arrays_are_refused(tmp_path):
 
 
 def test_too_large_split_is_a_clear_error(tmp_path):
-    with pytest.raises(StudyError, match=r"test_size \(1000\) \+ train_size \(4500\) must fit in the 5000 images"):
-        prepare(DataConfig(train_size=4500), 0, tmp_path / "p")
+    with pytest.raises(StudyError, match=r"test_size \(1000\) \+ val_size \(500\) \+ train_size \(4000\) must fit "
+                                         r"in the 5000 images"):
+        prepare(DataConfig(train_size=4000), 0, tmp_path / "p")
     assert not (tmp_path / "p").exists()  # nothing half-written
 
 
@@ -61,12 +69,15 @@ def _image_folder(root, classes=3, per_class=10, size=(20, 14)):
 
 
 def test_folder_dataset_resized_and_split(tmp_path):
-    _image_folder(tmp_path / "imgs")
-    cfg = DataConfig(dataset="folder", folder=str(tmp_path / "imgs"), color="rgb", image_size=16, test_size=12)
+    _image_folder(tmp_path / "imgs", per_class=12)
+    cfg = DataConfig(dataset="folder", folder=str(tmp_path / "imgs"), color="rgb", image_size=16, test_size=12,
+                     val_size=12)
     manifest = prepare(cfg, 0, tmp_path / "p")
     assert manifest["shape"] == [3, 16, 16]
     assert manifest["classes"] == ["class_0", "class_1", "class_2"]
     assert manifest["splits"]["test"]["class_counts"] == [4, 4, 4]
+    assert manifest["splits"]["val"]["class_counts"] == [4, 4, 4]
+    assert manifest["splits"]["train"]["class_counts"] == [4, 4, 4]
     gray = prepare(cfg.model_copy(update={"color": "grayscale"}), 0, tmp_path / "g")
     assert gray["shape"] == [1, 16, 16]
 

@@ -60,11 +60,14 @@ def test_repro_produces_metrics_report_and_mlflow_runs(study):
     evaluator = json.loads((repo / "metrics" / "evaluator.json").read_text())
     assert 0.5 < evaluator["test_accuracy"] <= 1  # two epochs on 400 images
     floor = evaluator["real_vs_real"]
-    assert floor["n_real"] == 400 and floor["n_generated"] == 100 and 0 <= floor["precision"] <= 1
+    assert floor["n_real"] == 100 and floor["n_generated"] == 100 and 0 <= floor["precision"] <= 1  # the test split
+    assert floor["memorization"] < 1e-6 < floor["memorization_control"]  # training images copy; test images do not
     stacked = json.loads((repo / "metrics" / "stacked-42.json").read_text())
     assert 0 < stacked["test_mse"] < 0.15 and stacked["code_size"] == 30 and stacked["pca_test_mse"] > 0
     dcgan = json.loads((repo / "metrics" / "dcgan-42.json").read_text())
     assert dcgan["fid"] > evaluator["real_vs_real"]["fid"] and dcgan["n_generated"] == 100 and dcgan["sample_sets"] == 2
+    assert dcgan["n_real"] == 100 and len(dcgan["fid_val_sets"]) == len(dcgan["fid_train_sets"]) == 2  # test; beside
+    assert dcgan["memorization"] > 0 and dcgan["nearest_train_pixels"] > 0
     report = (repo / "reports" / "README.md").read_text()
     assert "## Autoencoders" in report and "## Generative quality" in report and "| stacked |" in report
     assert "## Where the time goes" in report and "training ended" in report  # profile.json, health.json

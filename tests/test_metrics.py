@@ -96,6 +96,34 @@ def test_metrics_over_sample_sets_give_mean_and_spread(tiny_cfg, tiny_data, tiny
     assert m["fid_sets"][0] == pytest.approx(one["fid"], rel=1e-5)
 
 
+def test_fid_beside_other_references_matches_fid_against_them(tiny_cfg, tiny_data, tiny_evaluator):
+    from pipeline.evaluate.metrics import generative_metrics_sets
+
+    fake = (tiny_data.x_train[:200] + 0.3 * torch.rand(200, *tiny_data.shape)).clamp(0, 1)
+    m = generative_metrics_sets(tiny_evaluator, tiny_data.x_test, fake, tiny_cfg.evaluate, 7, 10,
+                                {"train": tiny_data.x_train, "val": tiny_data.x_val})
+    alone = generative_metrics_sets(tiny_evaluator, tiny_data.x_val, fake, tiny_cfg.evaluate, 7, 10)
+    assert m["fid_val_sets"] == pytest.approx(alone["fid_sets"], rel=1e-9) and m["fid_val_std"] > 0
+    assert len(m["fid_train_sets"]) == 2 and m["fid_train"] != m["fid"]
+
+
+def test_memorization_tells_copies_from_fresh_images(tiny_cfg, tiny_data, tiny_evaluator):
+    """Known answers: training images themselves (a perfect copier) score 0; real held-out images, which no model
+    saw, score below 1 (the train split is the larger set) and well above 0; near copies of training images (a
+    little noise) score well below the held-out images."""
+    from pipeline.evaluate.metrics import memorization
+
+    x_train, x_val = tiny_data.x_train, tiny_data.x_val
+    copies = memorization(tiny_evaluator, x_train[:100], x_train, x_val)
+    fresh = memorization(tiny_evaluator, tiny_data.x_test, x_train, x_val)
+    noise = 0.02 * torch.randn(100, *tiny_data.shape, generator=torch.Generator().manual_seed(0))
+    near = memorization(tiny_evaluator, (x_train[:100] + noise).clamp(0, 1), x_train, x_val)
+    assert copies["memorization"] < 1e-6 and copies["memorization_features"] < 1e-6  # 0 up to rounding
+    assert 0.5 < fresh["memorization"] < 1.05 and 0.3 < fresh["memorization_features"] < 1.2
+    assert near["memorization"] < 0.5 * fresh["memorization"]
+    assert fresh["nearest_train_pixels"] > near["nearest_train_pixels"]
+
+
 def test_the_evaluator_refuses_images_outside_0_1(tiny_cfg, tiny_data, tiny_evaluator):
     """0-255 pixels (or the generators' [-1, 1]) fed where [0, 1] is expected must fail, not give a number."""
     with pytest.raises(StudyError, match=r"\[0, 1\]"):

@@ -23,6 +23,11 @@ def _cell(fid: float, std: float, classes: int = 10) -> dict:
     return {"fid": fid, "fid_std": std, "recall": 0.5, "classes_covered": classes}
 
 
+def _run(fid: float, std: float) -> dict:
+    """A run's metrics whose validation FID is `fid` (the number a grid cell keeps); its test FID is another."""
+    return {"fid": fid + 1000, "fid_std": 1.0, "fid_val": fid, "fid_val_std": std, "recall": 0.5, "classes_covered": 10}
+
+
 def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best():
     results = {"a": {"0.001": _cell(300, 5), "0.003": _cell(200, 5), "0.01": _cell(150, 5)},  # best at the edge
                "b": {"0.001": _cell(300, 5), "0.003": _cell(200, 6), "0.01": _cell(205, 6)}}  # 200 vs 205: close
@@ -53,7 +58,9 @@ def test_the_report_shows_a_sweep_collected_before_the_study_changed_as_the_stud
         "a": {"0.001": {**_cell(90, 5), "setting": _setting("a", old)},
               "0.01": {**_cell(150, 5), "setting": _setting("a", old)}},
         "b": {"0.001": _cell(200, 5), "0.01": _cell(300, 5)}}}
-    (tmp_path / "a-42.json").write_text(json.dumps(_cell(75, 6)))
+    # the study's metrics: the cell takes the validation FID, never the reported (test) one
+    (tmp_path / "a-42.json").write_text(json.dumps({"fid": 999.0, "fid_std": 1.0, "fid_val": 75, "fid_val_std": 6,
+                                                    "recall": 0.5, "classes_covered": 10}))
     t = settle(summary, params, tmp_path)
     assert t["results"]["a"] == {"0.01": {**_cell(75, 6), "setting": _setting("a", new)}}
     assert t["best"] == {"a": "0.01", "b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
@@ -76,7 +83,7 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
         (tmp_path / "params.yaml").write_text(
             f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}{recipe}}}}}\n")
         (tmp_path / "metrics").mkdir(exist_ok=True)
-        (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_cell(fid, 3)))
+        (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_run(fid, 3)))
         git("add", "-A")
         git("commit", "-qm", name)
         git("update-ref", f"refs/exps/ab/cdef/{name}", "HEAD")
@@ -97,7 +104,7 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     assert summary["results"]["dcgan"] == {"0.01": _cell(140, 5)}  # kept: no experiment here for it
     assert summary["best"] == {"dcgan": "0.01", "gan": "0.03"} and summary["used"]["gan"] == "0.001"
     assert json.loads(out.read_text()) == summary and "dropped" not in summary
-    (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_cell(290, 3)))  # the study reran at 0.001
+    (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_run(290, 3)))  # the study reran at 0.001
     assert collect(tmp_path, out)["results"]["gan"]["0.001"]["fid"] == 290  # its cell is the study's result
 
     git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.03")
@@ -182,7 +189,8 @@ def _lecture_study(tmp_path, seeds=(42, 43, 44)) -> SimpleNamespace:
               "denoising_gaussian": ae, "sparse_l1": {**ae, "mean_activation": 0.048, "target_activation": 0.05},
               "gan": {**gan, "fid": 370.0}, "dcgan": {**gan, "fid": 100.0}, "progan": gan,
               "progan_no_growing": {**gan, "train_seconds": 260.0}, "progan_no_mbstd": {**gan, "recall": 0.2},
-              "stylegan": {**gan, "noise_pixel_std": 0.002}}
+              "stylegan": {**gan, "noise_pixel_std": 0.002, "separability_w": 3.0, "separability_z": 6.0,
+                           "ppl_w_full": 48.0, "ppl_z_full": 39.0}}
     by_seed = {}
     for n, m in models.items():
         by_seed[n] = {}
@@ -218,7 +226,10 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
     assert verdict[tying] == "holds by construction (not a finding)"
     assert "parameters 82,414 against 163,814 (0.50×)" in rows[tying]["evidence"]
     assert "; difference -0.938 (95 % CI" in rows["[Growing] speeds the training up"]["evidence"]
-    assert verdict["Mapping network: in W the factors of variation become more linear"] == "not measured yet"
+    assert verdict["Mapping network: in W the factors of variation become more linear"] == "holds"  # 3 against 6
+    assert verdict["Mapping network: in W the factors of variation become more linear (smoother paths)"] == \
+        "contradicted"  # 48 against 39 with a 1 % spread: separated, the other way
+    assert verdict["Constant input: increase performance empirically"] == "not measured yet"
 
     for s in study.seeds:  # a metrics change turns the verdict: now dcgan is the worse of the two
         study.by_seed["dcgan"][s]["fid"] = 600.0 + s
@@ -228,7 +239,7 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
 
     text = lecture(study)
     assert SECTIONS[1] is lecture and text.startswith("## What the lecture claims")  # first after the header
-    assert "Holm-corrected over the 9 tested claims" in text and "| contradicted |" in text
+    assert "Holm-corrected over the 11 tested claims" in text and "| contradicted |" in text
     for s in study.seeds:  # a profile that does not measure a claim's metric (few_labels without 100)
         del study.by_seed["stacked"][s]["few_label_finetuned_100"]
     row = {r["said"]: r for r in verdicts(study)}["[A stacked autoencoder] can be used for pre-trained model"]
@@ -238,7 +249,7 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
     assert not {"holds", "contradicted"} & {r["verdict"] for r in one}
 
 
-def test_a_sweep_cell_of_another_ema_is_another_setting(tmp_path):
+def test_a_sweep_cell_of_another_ema_or_split_is_another_setting(tmp_path):
     """The EMA is study-wide (`ema` in params.yaml), not in a model's block: a sweep run under another half-life is
     another recipe, and its cells are left out like those of another batch size."""
     lr = {"lr_g": 0.01, "lr_d": 0.01}
@@ -251,6 +262,9 @@ def test_a_sweep_cell_of_another_ema_is_another_setting(tmp_path):
     t = settle(summary, params, tmp_path)
     assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01"]
     assert settle(summary, {**params, **then}, tmp_path).get("left_out") is None
+    # the splits are part of the setting too: a cell judged on another validation split is another recipe's
+    assert _setting("a", lr, {"data": {"val_size": 400}}) != _setting("a", lr, params) == \
+        _setting("a", lr, {"data": {"val_size": 500}})
 
 
 def test_choices_list_every_value_away_from_its_default_and_what_stands_behind_it():

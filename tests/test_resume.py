@@ -82,13 +82,13 @@ def test_an_epoch_logged_but_not_checkpointed_is_not_logged_twice(tiny_cfg, tiny
     ck = torch.load(paths.checkpoint, weights_only=True)["state"]
     assert ck["epoch"] == 0 and ck["step"] == 10  # the last periodic checkpoint, before epoch 1 ended
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(ck["run_id"], "test_mse")] == [1]  # epoch 1 was logged
+    assert [m.step for m in client.get_metric_history(ck["run_id"], "val_mse")] == [1]  # epoch 1 was logged
 
     monkeypatch.setattr(Loop, "save", save)
     assert train_model("stacked", tiny_cfg, tiny_data, paths, tracker=MlflowTracker(tmp_path, "kill-test", log_model=False))
     runs = client.search_runs([client.get_experiment_by_name("kill-test").experiment_id])
     assert [r.info.run_id for r in runs] == [ck["run_id"]]  # one run, continued
-    for key in ("test_mse", "train_loss"):
+    for key in ("val_mse", "train_loss"):
         assert [m.step for m in client.get_metric_history(ck["run_id"], key)] == [1, 2], key
     images = [f.path for f in client.list_artifacts(ck["run_id"], "images") if f.path.endswith(".png")]
     steps = sorted(p.split("+step+")[1].split("+")[0] for p in images)

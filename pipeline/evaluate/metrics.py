@@ -8,9 +8,19 @@
   in that set; precision = share of generated points inside the real manifold, recall = share of real points
   inside the generated manifold. As in the paper, both sets have the same size (the real set is subsampled,
   seeded), so that the k-NN radii mean the same in both.
+- References: the reported metrics compare generated images with the test split (as many real images as generated
+  ones, by default); FID against the train split (`fid_train`) and against the validation split (`fid_val`, what
+  choices are judged on) is computed beside it.
 - Spread: the final evaluation draws `sample_sets` disjoint sets of generated images and reports each metric's
   mean and standard deviation over them.
-- `Judge`: the same metrics on a fixed number of samples, cheap enough to run during training (the curves).
+- Memorization: each generated image's distance to its nearest training image over its distance to its nearest
+  validation image; the median of that ratio, in pixels and in the evaluator's features. A generator that draws
+  fresh images from the data's distribution shows the ratio of real held-out images (the control, measured on
+  the test split; below 1 because the train split is the larger set); one that copies training images sits well
+  below it (a copy's ratio is 0). A generator that collapses onto typical digits moves closer to both splits
+  alike, so it does not lower the ratio: the check tells copying from prototype-seeking.
+- `Judge`: the same metrics on a fixed number of samples against the validation split, cheap enough to run during
+  training (the curves; training never sees the test split).
 - Class coverage: classes predicted for at least `min_share / K` of the samples (K classes), and the KL
   divergence of the predicted-class histogram from uniform (0 = perfectly balanced, log K = one class only).
 - Autoencoders: reconstruction MSE per pixel on [0, 1] pixels, PCA of the same code size as a baseline,
@@ -173,16 +183,22 @@ SPREAD = ("fid", "kid_mean", "precision", "recall", "class_kl")
 
 
 def generative_metrics_sets(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: EvaluateConfig, seed: int,
-                            num_classes: int) -> dict:
-    """`set_metrics` on each of the disjoint sets of `cfg.n_generated` images in `fake`: the mean of each metric,
-    its standard deviation over the sets (`<metric>_std`) and the per-set values (`<metric>_sets`). Classes
-    covered are counted over all sets together."""
+                            num_classes: int, beside: dict[str, Tensor] | None = None) -> dict:
+    """`set_metrics` on each of the disjoint sets of `cfg.n_generated` images in `fake` against `real`: the mean of
+    each metric, its standard deviation over the sets (`<metric>_std`) and the per-set values (`<metric>_sets`).
+    Classes covered are counted over all sets together. Each of `beside` (a name -> real images) adds FID
+    against those images as `fid_<name>`, with the same spread."""
     reals = RealSet(net, real)
+    others = {name: RealSet(net, images) for name, images in (beside or {}).items()}
     fake_f, fake_pred = embed(net, fake)
-    sets = [set_metrics(reals, f, p, cfg, seed + i, num_classes)
-            for i, (f, p) in enumerate(zip(fake_f.split(cfg.n_generated), fake_pred.split(cfg.n_generated)))]
+    sets = []
+    for i, (f, p) in enumerate(zip(fake_f.split(cfg.n_generated), fake_pred.split(cfg.n_generated))):
+        one = set_metrics(reals, f, p, cfg, seed + i, num_classes)
+        fake_gaussian = Gaussian(f)
+        one.update({f"fid_{name}": fid(other.gaussian, fake_gaussian) for name, other in others.items()})
+        sets.append(_finite(one))
     out = dict(sets[0])
-    for k in SPREAD:
+    for k in (*SPREAD, *(f"fid_{name}" for name in others)):
         values = torch.tensor([m[k] for m in sets], dtype=torch.float64)
         out[k], out[f"{k}_sets"] = float(values.mean()), [round(float(v), 6) for v in values]
         out[f"{k}_std"] = float(values.std(unbiased=True)) if len(sets) > 1 else 0.0
@@ -193,17 +209,55 @@ def generative_metrics_sets(net: EvaluatorNet, real: Tensor, fake: Tensor, cfg: 
     return out
 
 
+def references(data: Dataset) -> tuple[Tensor, dict[str, Tensor]]:
+    """The real images a generator is scored against: the test split (the reported metrics), and beside it the
+    train and validation splits (FID only)."""
+    return data.x_test, {"train": data.x_train, "val": data.x_val}
+
+
+def memorization(net: EvaluatorNet, images: Tensor, train: Tensor, val: Tensor) -> dict[str, float]:
+    """Median over `images` of (distance to the nearest image of `train`) / (distance to the nearest image of
+    `val`), in pixels (`memorization`) and in the evaluator's features (`memorization_features`), with the median
+    pixel distance to the nearest training image (`nearest_train_pixels`). The whole train split, not a subset as
+    large as `val`: a copy of a training image left out of such a subset would go unseen (with 500 of 3,500, six
+    copies in seven). The larger set sits closer to any image, so the ratio is read against the same ratio of real
+    held-out images (the control), not against 1."""
+    out = {}
+    for key, space in (("memorization", lambda x: x.flatten(1).double()),
+                       ("memorization_features", lambda x: embed(net, x)[0].double())):
+        points, near_train, near_val = space(images), space(train), space(val)
+        to_train = torch.cat([torch.cdist(c, near_train).min(1).values for c in points.split(1000)])
+        to_val = torch.cat([torch.cdist(c, near_val).min(1).values for c in points.split(1000)])
+        out[key] = float((to_train / to_val.clamp_min(1e-12)).median())
+        if key == "memorization":
+            out["nearest_train_pixels"] = float(to_train.median())
+    return _finite(out)
+
+
 def real_floor(net: EvaluatorNet, data: Dataset, cfg: EvaluateConfig, seed: int) -> dict:
-    """Generative metrics of the test split against the train split: the best a model can hope for."""
-    return generative_metrics(net, data.x_train, data.x_test, cfg, seed, data.num_classes)
+    """The floor of every generator's metrics: a seeded subset of `n_generated` train images scored exactly as a
+    generator's set is (against the test split, FID against train and validation beside). Its memorization is 0
+    by construction (the images are training images: a perfect copier); `memorization_control` is the same ratio
+    for the test images themselves, what a generator that does not copy should show."""
+    real, beside = references(data)
+    copies = data.x_train[subsample(len(data.x_train), cfg.n_generated, seed + 1)]
+    one = cfg.model_copy(update={"n_generated": len(copies)})
+    out = generative_metrics_sets(net, real, copies, one, seed, data.num_classes, beside)
+    out = {k: v for k, v in out.items() if not k.endswith(("_sets", "_std")) and k != "sample_sets"}
+    out.update(memorization(net, copies, data.x_train, data.x_val))
+    control = memorization(net, data.x_test, data.x_train, data.x_val)
+    out["memorization_control"] = control["memorization"]
+    out["memorization_features_control"] = control["memorization_features"]
+    return out
 
 
 def judge_for(net: EvaluatorNet, data: Dataset, cfg: EvaluateConfig, seed: int, device) -> "Judge":
-    return Judge(net.to(device), data.x_train.to(device), cfg, data.num_classes, seed)
+    return Judge(net.to(device), data.x_val.to(device), cfg, data.num_classes, seed)
 
 
 class Judge:
-    """Scores a generator during training, at each curve point: FID against every real image, precision and
+    """Scores a generator during training, at each curve point: FID against every real image of the split it is
+    given (the validation split: training never sees the test split), precision and
     recall against an equal-size seeded subset, and class coverage, all on the same `curve_samples` images drawn
     from fixed latents (the same images at every point, so the curve moves only because the model does)."""
 

@@ -1,10 +1,12 @@
 """Evaluation of one trained model, by what it can do (not by its name).
 
-An autoencoder gets reconstruction metrics and a reconstruction grid; a generative model (the VAE, every GAN,
-every diffusion model) gets FID, KID, precision/recall and class coverage against the train split, as mean and
-spread over disjoint sample sets, the time its sampling takes per 1,000 images, and a sample grid; a diffusion
-model also gets the same metrics against its number of sampling steps. The real-vs-real floor (test split
-against train split, the same code) comes with the evaluator.
+An autoencoder gets reconstruction metrics and a reconstruction grid on the test split; a generative model (the
+VAE, every GAN, every diffusion model) gets FID, KID, precision/recall and class coverage against the test split
+(FID against the train and validation splits beside it), as mean and spread over disjoint sample sets, the
+memorization check, the time its sampling takes per 1,000 images, and a sample grid; a diffusion model also gets
+FID, recall and coverage against its number of sampling steps, on the validation split (the screen its sampler's
+settings are chosen from). The floor (training images scored as if generated, the same code) comes with the
+evaluator.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
 from pipeline.evaluate.metrics import (RealSet, autoencoder_metrics, classifier, draw, embed, generative_metrics_sets,
-                                      set_metrics, tsne_map)
+                                      memorization, references, set_metrics, tsne_map)
+from pipeline.evaluate.paths import latent_metrics
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
 from pipeline.models import EVAL_STAGE, build, run_name, spec
@@ -87,8 +90,8 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
     metrics: dict = {"model": name, "seed": cfg.seed, "family": payload["family"], "parameters": count_params(model)}
     if isinstance(model, Autoencoder):
         metrics.update(_charged("metrics", autoencoder_metrics, model, x_train, y_train, x_test, y_test, cfg.evaluate))
-        for phase, mse in payload["extra"].get("phase_test_mse", {}).items():
-            metrics[f"test_mse_after_{phase}"] = mse
+        for phase, mse in payload["extra"].get("phase_val_mse", {}).items():
+            metrics[f"val_mse_after_{phase}"] = mse
         by_class = x_test[showcase(data.y_test, len(data.y_test)).to(device)]  # classes in turn, for pictures
         shown = by_class[: cfg.train.grid_size // 2]
         grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
@@ -110,6 +113,8 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
             metrics["discriminator_parameters"] = count_params(model.discriminator)
         if isinstance(model, Diffusion):
             metrics["parameters"] = count_params(model.net)  # the EMA copy is the same network
+        if isinstance(model, GAN):
+            metrics.update(_charged("metrics", latent_metrics, model, net, cfg.evaluate, data.num_classes, cfg.seed))
         if isinstance(model, (GAN, Diffusion)):
             own = model.analyze(classifier(net), cfg.seed)
             metrics.update(own.metrics)
@@ -119,10 +124,12 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
         t0 = time.perf_counter()
         fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
         timing["sample_seconds_per_1000"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-        metrics.update(_charged("metrics", generative_metrics_sets, net, x_train, fake, cfg.evaluate, cfg.seed,
-                                data.num_classes))
+        real, beside = references(data)
+        metrics.update(_charged("metrics", generative_metrics_sets, net, real.to(device), fake, cfg.evaluate, cfg.seed,
+                                data.num_classes, {k: v.to(device) for k, v in beside.items()}))
+        metrics.update(_charged("metrics", memorization, net, fake, x_train, data.x_val.to(device)))
         if isinstance(model, Diffusion):
-            arrays.update(_charged("sampling", steps_sweep, model, net, x_train, cfg, data.num_classes))
+            arrays.update(_charged("sampling", steps_sweep, model, net, data.x_val.to(device), cfg, data.num_classes))
             timing["sweep_seconds_per_1000"] = arrays.pop("sweep_seconds_per_1000")
         grids["samples"] = fake[: cfg.train.grid_size]
     return metrics, grids, arrays, timing
@@ -135,13 +142,14 @@ class _Steps:
         self.sample = sample
 
 
-def steps_sweep(model: Diffusion, net: EvaluatorNet, x_train: torch.Tensor, cfg: StudyConfig,
+def steps_sweep(model: Diffusion, net: EvaluatorNet, x_val: torch.Tensor, cfg: StudyConfig,
                 num_classes: int) -> dict[str, list]:
     """FID, recall, classes covered and seconds per 1,000 samples against the number of sampling steps: DDIM at
     each count of the model's `steps_sweep`, deterministic (eta 0) and with the model's eta where that differs,
-    then ancestral DDPM over all T steps, each on the model's `sweep_samples` images from the same seeded noise
-    (FID at one sample count: comparable along the sweep, not with the table's)."""
-    real, n, mcfg = RealSet(net, x_train), model.cfg.sweep_samples, model.cfg
+    then ancestral DDPM over all T steps, each on the model's `sweep_samples` images from the same seeded noise,
+    against the validation split: the screen the sampler's settings are chosen from (FID at one sample count and
+    another reference: comparable along the sweep, not with the table's)."""
+    real, n, mcfg = RealSet(net, x_val), model.cfg.sweep_samples, model.cfg
     out: dict[str, list] = {k: [] for k in ("sweep_sampler", "sweep_eta", "sweep_steps", "sweep_fid", "sweep_recall",
                                             "sweep_classes", "sweep_seconds_per_1000")}
     settings = [("ddim", eta, s, lambda k, g, s=s, eta=eta: model.ddim(k, g, s, eta=eta))

@@ -109,6 +109,18 @@ def reconstruction_loss(kind: str, x_hat: Tensor, x: Tensor) -> Tensor:
 
 
 @dataclass
+class LatentSpace:
+    """A space a generator's images can be reached from, for the path-length and separability metrics: how to draw
+    n points of it, how the paper interpolates in it ("slerp" for a Gaussian input, "lerp" for a learned one), and
+    the images (in [0, 1], the data's shape) of a batch of its points. Drawing and imaging are deterministic given
+    the generator's noise inputs, which the metric fixes per pair."""
+
+    draw: Callable[[int, torch.Generator], Tensor]
+    interpolation: Literal["slerp", "lerp"]
+    images: Callable[[Tensor], Tensor]
+
+
+@dataclass
 class Analysis:
     """What a model's own evaluation adds to the standard metrics (see `Autoencoder.analyze`)."""
 
@@ -189,7 +201,8 @@ class GAN(nn.Module, Generative):
         device = device or next(self.parameters()).device
         if generator is None:  # training: drawn where the model is (no host-to-device copy, no sync)
             return torch.randn(n, self.latent_dim, device=device)
-        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device)  # (n, latent), seeded
+        dtype = next(self.parameters()).dtype  # float32, or float64 for the path-length metric's copy
+        return torch.randn(n, self.latent_dim, generator=generator, device="cpu").to(device, dtype)  # (n, latent), seeded
 
     def advance(self, step: int, total_steps: int) -> dict[str, float]:
         """Called before every optimizer step of `total_steps`; returns schedule values to log (none by default)."""
@@ -230,6 +243,11 @@ class GAN(nn.Module, Generative):
     def analyze(self, classify: Callable[[Tensor], Tensor], seed: int) -> Analysis:
         """Model-specific evaluation; `classify` maps images in [0, 1] to the evaluator's classes."""
         return Analysis()
+
+    def latent_spaces(self) -> dict[str, LatentSpace]:
+        """The spaces the EMA generator's images are reached from: the input z (Gaussian: slerp); a generator with
+        an intermediate latent (StyleGAN's w) adds its own."""
+        return {"z": LatentSpace(lambda n, g: self.latent(n, g), "slerp", lambda z: self(z).clamp(0, 1))}
 
 
 class Diffusion(nn.Module, Generative):

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from .base import GAN, Analysis, Channels, GANTraining, ImageShape, Width
+from .base import GAN, Analysis, Channels, GANTraining, ImageShape, LatentSpace, Width
 from .progan import (Discriminator, EqualizedConv, EqualizedLinear, ProGANConfig, Schedule, check_size,
                      pixel_norm)
 
@@ -168,6 +168,17 @@ class StyleGAN(GAN):
         plain = [p for p in self.generator.parameters() if id(p) not in taken]
         return [{"params": equalized, "lr": lr}, {"params": plain, "lr": lr * self.cfg.plain_lr_scale},
                 {"params": mapping, "lr": lr * self.cfg.mapping_lr_scale}]
+
+    def latent_spaces(self) -> dict[str, LatentSpace]:
+        """z, and the intermediate latent w = mapping(z) that the lecture says is more linear (lerp in it, as the
+        paper); both through the same synthesis, truncated as the study's samples are."""
+        ema = self.ema
+
+        def from_w(w: Tensor) -> Tensor:
+            ws = w[:, None].repeat(1, ema.n_layers, 1)
+            return self.crop(ema.synthesis(ema.truncate(ws, ema.psi) if ema.psi != 1.0 else ws)).clamp(0, 1)
+
+        return {**super().latent_spaces(), "w": LatentSpace(lambda n, g: ema.map(self.latent(n, g)), "lerp", from_w)}
 
     @torch.no_grad()
     def _images(self, ws: Tensor, noise: list[Tensor] | None) -> Tensor:

@@ -175,8 +175,14 @@ def claims(study: Study) -> list[Claim]:
               "difference", Side("progan", _key("recall"), "with"), Side("progan_no_mbstd", _key("recall"), "without"),
               expect="higher"),
         Claim("Mapping network: in W the factors of variation become more linear",
-              "linear separability and path length in Z and in W (a StyleGAN without its mapping network)",
-              "unmeasured"),
+              "`stylegan`: linear separability of the evaluator's classes in W against in Z (exp of the classes' "
+              "entropy left by a linear SVM's side; 1: perfectly linear; *W against Z*)", "difference",
+              Side("stylegan", _key("separability_w"), "W"), Side("stylegan", _key("separability_z"), "Z"),
+              expect="lower"),
+        Claim("Mapping network: in W the factors of variation become more linear (smoother paths)",
+              "`stylegan`: perceptual path length, full-path sampling, in W (lerp) against in Z (slerp), in the "
+              "evaluator's features (*W against Z*)", "difference",
+              Side("stylegan", _key("ppl_w_full"), "W"), Side("stylegan", _key("ppl_z_full"), "Z"), expect="lower"),
         Claim("Constant input: increase performance empirically",
               "`stylegan` against a StyleGAN that starts from a projection of w", "unmeasured"),
         Claim("Noise inputs control stochastic variation",

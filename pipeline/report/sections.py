@@ -13,7 +13,9 @@ from pipeline.models import MODELS
 from pipeline.report import Study
 from pipeline.report import figures as fig
 from pipeline.report.claims import FEW_LABELS, verdicts
-from pipeline.report.stats import ALPHA, MIN_SEEDS, family
+from pipeline.report.stats import family
+from pipeline.rules import ALPHA, BLOW_UP, COLLAPSE, MIN_SEEDS, most_collapsed
+from pipeline.rules import collapsed as is_collapsed
 
 Fmt = Callable[[Any], str]
 
@@ -74,10 +76,13 @@ def header(study: Study) -> str:
         "_Written by `python -m stages report` (the `report` stage) from `metrics/*.json`, `runs/*/train/*.json` and "
         "`runs/*/eval/*` only; rerun `dvc repro` to refresh it. Do not edit by hand._",
         "",
-        f"Dataset **{m['dataset']}**: {s['train']['images']:,} train and {s['test']['images']:,} test images "
-        f"({shape}, {len(m['classes'])} classes, stratified split, seed {m['seed']}). Evaluator CNN (trained on the "
-        f"train split only): test accuracy **{study.evaluator['test_accuracy']:.4f}** on {study.evaluator['n_test']:,} "
-        "test images.",
+        f"Dataset **{m['dataset']}**: {s['train']['images']:,} train, {s.get('val', {}).get('images', 0):,} "
+        f"validation and {s['test']['images']:,} test images ({shape}, {len(m['classes'])} classes, disjoint "
+        f"stratified splits, seed {m['seed']}). Models learn from the train split; every choice made by looking at a "
+        "number (training curves, the learning-rate grid, the sampler's screen) reads the validation split; the "
+        "numbers reported here are measured on the test split, which nothing was chosen on. Evaluator CNN (trained on "
+        f"the train split only): test accuracy **{study.evaluator['test_accuracy']:.4f}** on "
+        f"{study.evaluator['n_test']:,} test images.",
         "",
     ])
 
@@ -152,12 +157,12 @@ def autoencoders(study: Study) -> str | None:
 def _curves(study: Study, names: list[str]) -> list[str]:
     if not names:
         return []
-    path = fig.curves_per_model({n: study.histories[n] for n in names}, "test_mse", "train_mse",
+    path = fig.curves_per_model({n: study.histories[n] for n in names}, "val_mse", "train_mse",
                                 "reconstruction MSE per epoch", study.figures / "curves_autoencoders.png")
     splits = study.manifest['splits']
-    return [f"Reconstruction MSE per epoch, train (dashed; a fixed seeded subset of {splits['test']['images']:,} "
-            "training images, as many as the test split) against test (solid): where the two part, the model "
-            f"over-fits its {study.manifest['splits']['train']['images']:,} training images.", "",
+    return ["Reconstruction MSE per epoch, train (dashed) against validation (solid), each on a fixed seeded subset "
+            "of the same size: where the two part, the model over-fits its "
+            f"{splits['train']['images']:,} training images. Training never sees the test split.", "",
             f"![curves](figures/{path})"]
 
 
@@ -196,12 +201,13 @@ def greedy(study: Study) -> str | None:
     out = ["## Greedy layer-wise training", ""]
     for n in names:
         phases = list(dict.fromkeys(r["phase"] for r in study.histories[n]))
-        row = {"model": n, **{p: study.metrics[n].get(f"test_mse_after_{p}") for p in phases}}
-        out += [table([("model", "model", str), *[(f"test MSE after {p}", p, _num(5)) for p in phases]], [row]), ""]
+        row = {"model": n, **{p: study.metrics[n].get(f"val_mse_after_{p}") for p in phases}}
+        out += [table([("model", "model", str), *[(f"validation MSE after {p}", p, _num(5)) for p in phases]],
+                      [row]), ""]
     out += [
         "Each phase trains one shallow autoencoder on the codings of the layers below (held fixed); the last phase "
-        "fine-tunes the stacked network end to end. The stack's test MSE before fine-tuning is the column before "
-        "last; after fine-tuning, the last.",
+        "fine-tunes the stacked network end to end. The stack's validation MSE before fine-tuning is the column "
+        "before last; after fine-tuning, the last (measured during training, which never sees the test split).",
         "",
     ]
     return "\n".join(out)
@@ -272,12 +278,13 @@ def sparsity(study: Study) -> str | None:
 
 
 def variational(study: Study) -> str | None:
-    names = [n for n in study.having("fid", "autoencoder") if "test_kl" in study.histories[n][0]]
+    names = [n for n in study.having("fid", "autoencoder") if "val_kl" in study.histories[n][0]]
     if not names:
         return None
     path = fig.curves_together({n: study.histories[n] for n in names},
-                               [("test_reconstruction", "train_reconstruction", "reconstruction term (test solid, train dashed)"),
-                                ("test_kl", "train_kl", "KL term (test solid, train dashed)")],
+                               [("val_reconstruction", "train_reconstruction",
+                                 "reconstruction term (validation solid, train dashed)"),
+                                ("val_kl", "train_kl", "KL term (validation solid, train dashed)")],
                                study.figures / "elbo_terms.png")
     return "\n".join([
         "## Variational autoencoder",
@@ -388,16 +395,19 @@ def generative(study: Study) -> str | None:
         return None
     cfg = study.cfg
     k = len(study.manifest["classes"])
-    floor = {"model": "real: test split vs train split (floor)", **study.evaluator["real_vs_real"]}
+    real = study.evaluator["real_vs_real"]
+    floor = {"model": "real: train images vs test split (floor)", **real}
     rows = [floor] + [{"model": n, **study.metrics[n]} for n in names]
     sets = {study.metrics[n].get("sample_sets", 1) for n in names}
     return "\n".join([
         "## Generative quality",
         "",
         spread_table([("model", "model", str), ("FID ↓", "fid", _pm(1, "fid_std")),
+                      ("FID vs train ↓", "fid_train", _pm(1, "fid_train_std")),
                       ("KID ↓", "kid_mean", _pm(1, "kid_mean_std")),
                       ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
                       (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
+                      ("memorization", "memorization", _num(2)),
                       ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
                       ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _sig),
                       ("training ended", "health", _health)], rows),
@@ -413,17 +423,27 @@ def generative(study: Study) -> str | None:
             f"{cfg.evaluate.n_generated:,} generated images; classes covered and times are means over the seeds. ")
         + "All measured in the "
         f"evaluator CNN's {cfg.evaluator.feature_dim}-dimensional penultimate feature space (not Inception's: the "
-        "numbers compare models within this study, not with published FIDs). FID and KID (cubic polynomial kernel, unbiased, over "
-        f"{cfg.evaluate.kid_subsets} random subsets of {cfg.evaluate.kid_subset_size}) compare the generated images with "
-        "the whole train split; precision and recall (k-nearest-neighbour manifolds, Kynkäänniemi et al. 2019, "
-        f"k = {cfg.evaluate.knn_k}) with an equal number of train images, sampled with the study's seed. A class is "
+        "numbers compare models within this study, not with published FIDs). FID and KID (cubic polynomial kernel, "
+        f"unbiased, over {cfg.evaluate.kid_subsets} random subsets of {cfg.evaluate.kid_subset_size}) compare the "
+        f"generated images with the {study.manifest['splits']['test']['images']:,} images of the test split, which "
+        "no training run and no choice looked at; FID against the train split stands beside it (a generator that "
+        "fits its training images better than the digits' distribution scores lower there than on test). Precision "
+        f"and recall (k-nearest-neighbour manifolds, Kynkäänniemi et al. 2019, k = {cfg.evaluate.knn_k}) compare "
+        "with an equal number of test images, sampled with the study's seed. Memorization: the median over the "
+        "generated images of the distance to the nearest training image over the distance to the nearest "
+        "validation image (pixels). Real images no model saw give "
+        f"{real.get('memorization_control', float('nan')):.2f} (the test split; below 1 because the train split is "
+        f"the larger set; in the evaluator's features {real.get('memorization_features_control', float('nan')):.2f}), "
+        "copies of training images 0 (the floor's row: training images themselves); a generator well below the test "
+        "images' ratio sits closer to what it trained on than to unseen digits, one that only favours typical "
+        "digits does not (it nears both splits alike). A class is "
         f"covered when the evaluator assigns it at least {cfg.evaluate.coverage_min_share:g} × 1/{k} of the samples "
         f"(all sets together); class KL is the KL divergence of the predicted-class histogram from uniform (0: "
-        f"balanced; ln {k} ≈ {np.log(k):.3f}: a single class). The first row is the floor: the same code comparing "
-        "the real test split with the train split. Train time counts optimizer steps only (where the rest of each "
+        f"balanced; ln {k} ≈ {np.log(k):.3f}: a single class). The first row is the floor: the same code scoring "
+        f"{cfg.evaluate.n_generated:,} real training images as if generated. Train time counts optimizer steps only (where the rest of each "
         "stage's time goes: below); sampling is the evaluation's time to draw 1,000 images (one network pass for the "
-        "VAE and the GANs, one per step for diffusion). \"Training ended\": ok, ⚠ collapsed (the last curve point covers fewer than half "
-        "the classes) or ⚠ blew up (a loss ended three orders of magnitude above its best step): the training "
+        "VAE and the GANs, one per step for diffusion). \"Training ended\": ok, ⚠ collapsed (the last curve point covers "
+        f"{COLLAPSE}) or ⚠ blew up (a loss ended {BLOW_UP:g} times above its best step): the training "
         "stage's own verdict (runs/<m>-<seed>/train/health.json), also a warning line of the stage and an MLflow tag.",
         "",
         "Samples (the first 64 of the generated images):",
@@ -568,10 +588,11 @@ def budget_curves(study: Study) -> str | None:
         "",
         f"At every {100 // points if 100 % points == 0 else round(100 / points, 1)} % of the budget each generative model "
         f"draws {study.cfg.evaluate.curve_samples} images from fixed latents and the evaluator scores them: FID "
-        "(against the whole train split), recall (against as many train images) and classes covered. Curves, not "
-        "endpoints: the figure shows which model is ahead at every budget, against images seen and against "
-        "training seconds on this machine. Sample counts differ from the final evaluation's, so the curve's last "
-        "FID is close to, not equal to, the table's.",
+        "(against the whole validation split: training never sees the test split), recall (against as many "
+        "validation images) and classes covered. Curves, not endpoints: the figure shows which model is ahead at "
+        "every budget, against images seen and against training seconds on this machine. Sample counts and the "
+        "reference differ from the final evaluation's, so the curve's last FID is close to, not equal to, the "
+        "table's.",
         "",
         f"![FID over the budget](figures/{path})",
         "",
@@ -606,14 +627,14 @@ def mode_collapse(study: Study) -> str | None:
     verdicts = []
     for n in names:
         c = study.curves[n]
-        collapsed = [p for p in c if p["classes_covered"] <= k // 2]
+        collapsed = [p for p in c if is_collapsed(p["classes_covered"], k)]
         missing = [p for p in c if p["classes_covered"] < k]
         final = c[-1]["classes_covered"]
         if missing:
             worst = min(missing, key=lambda p: p["classes_covered"])
             fewest = f"fewest {_classes(worst['classes_covered'])}, at {worst['images']:,} images"
-        if collapsed and final <= k // 2:
-            verdicts.append(f"`{n}` ends collapsed: {_classes(final)} at the end; {k // 2} or fewer "
+        if collapsed and is_collapsed(final, k):
+            verdicts.append(f"`{n}` ends collapsed: {_classes(final)} at the end; {most_collapsed(k)} or fewer "
                             f"{_point_ranges(collapsed, budget)} ({fewest})")
         elif collapsed:
             verdicts.append(f"`{n}` collapsed {_point_ranges(collapsed, budget)} ({fewest}) and recovered: "
@@ -629,8 +650,8 @@ def mode_collapse(study: Study) -> str | None:
         "",
         f"At each curve point the evaluator labels the {cfg.curve_samples} images each generative model draws from "
         f"fixed latents (the *classes covered* panel above): a class counts with at least "
-        f"{cfg.coverage_min_share:g} × 1/{k} of the samples. A model collapsed when it covers {k // 2} classes or "
-        "fewer.",
+        f"{cfg.coverage_min_share:g} × 1/{k} of the samples. A model collapsed when it covers {COLLAPSE} "
+        f"({most_collapsed(k)} or fewer of {k}), the rule of the training stage's own verdict.",
         "",
         *[f"- {v}" for v in verdicts],
         "",
@@ -720,7 +741,8 @@ def tuning(study: Study) -> str | None:
         row = {"model": n, "best": "–" if single else t["best"][n], "used": t["used"].get(n, "–")}
         for v in t["grid"]:
             r = t["results"][n].get(v)
-            row[v] = "–" if r is None else f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})"
+            row[v] = "–" if r is None or r.get("fid") is None else \
+                f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})"
         row["own best"] = "–" if single else "yes" if row["used"] == row["best"] else "no"
         rows.append(row)
     compared = [n for n in names if len(t["results"][n]) > 1]
@@ -748,8 +770,9 @@ def tuning(study: Study) -> str | None:
         "",
         f"The same learning-rate grid (lr_g = lr_d ∈ {{{', '.join(t['grid'])}}}) for every GAN and ablation, each "
         f"value one DVC experiment at the study's budget of {t['budget_images']:,} images and one training seed "
-        "(`make sweep`); the best value is the one of lowest mean FID. Cells: FID ± std over sample sets (classes "
-        "covered); – where the experiment left no result. The cell of the value params.yaml uses is the study's own run "
+        "(`make sweep`); the best value is the one of lowest mean FID against the validation split (the test split "
+        "decides nothing). Cells: validation FID ± std over sample sets (classes covered); – where the experiment "
+        "left no result. The cell of the value params.yaml uses is the study's own run "
         "(the tables above); the others are the sweep's experiments, possibly run on another machine (README).",
         "",
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
@@ -871,6 +894,38 @@ def gan_analyses(study: Study) -> str | None:
     return "\n".join(out) or None
 
 
+def latent_paths(study: Study) -> str | None:
+    """W against Z: perceptual path length and linear separability of every GAN's latent spaces (the StyleGAN
+    paper's two measures), beside the numbers that say whether a short path is a smooth mapping or few images."""
+    names = study.having("ppl_z_full")
+    if not names:
+        return None
+    e = study.cfg.evaluate
+    rows = [{"model": n, **study.metrics[n]} for n in names]
+    return "\n".join([
+        "## W against Z: path length and linear separability",
+        "",
+        table([("model", "model", str), ("PPL z, full", "ppl_z_full", _sig), ("PPL z, end", "ppl_z_end", _sig),
+               ("PPL w, full", "ppl_w_full", _sig), ("PPL w, end", "ppl_w_end", _sig),
+               ("separability z ↓", "separability_z", _num(2)), ("separability w ↓", "separability_w", _num(2)),
+               ("FID ↓", "fid", _num(1)), ("recall ↑", "recall", _num(3)), ("classes", "classes_covered", _count)],
+              rows),
+        "",
+        f"Perceptual path length (Karras et al. 2019): over {e.ppl_pairs:,} pairs of latents, the squared distance "
+        f"between the images at t and t + {e.ppl_epsilon:g} along the path between them, divided by "
+        f"{e.ppl_epsilon:g}², trimmed to the 1st–99th percentiles and averaged; *full*: t uniform along the path, "
+        "*end*: t at its start. Slerp in z, lerp in w (StyleGAN's intermediate latent; – for a generator without "
+        "one); the generator's noise inputs are the same for both images of a pair. The distance is measured in the "
+        "evaluator's features (the paper's LPIPS needs VGG weights this study cannot fetch), so the lengths compare "
+        "within the study only. A short path is a smooth generator or one that draws few distinct images: read it "
+        f"beside FID, recall and classes covered. Linear separability: {e.separability_samples:,} latents labelled "
+        "by the evaluator, the more confident half kept; for each class a linear SVM on the latent splits "
+        "\"this class\" from the rest, and the score is exp of the summed entropy of the label left on each side "
+        "(1: every class a half-space; lower is more linear).",
+        "",
+    ])
+
+
 def gan_curves(study: Study) -> str | None:
     gans = study.family("gan")
     if not gans:
@@ -971,12 +1026,13 @@ def diffusion(study: Study) -> str | None:
                 "The same starting noise denoised by DDIM with each step count of the sweep (columns):", "",
                 f"![{n} by steps](figures/{n}_samples_by_steps.png)", "",
                 table([("sampler", "sampler", str), ("η", "eta", lambda v: f"{v:g}"), ("steps", "steps", _int),
-                       ("FID ↓", "fid", _num(1)),
+                       ("validation FID ↓", "fid", _num(1)),
                        ("recall ↑", "recall", _num(3)), ("classes", "classes", _count),
                        ("seconds / 1,000 samples", "seconds", _num(2))], rows), "",
                 f"![{n} steps sweep](figures/{path})", "",
-                f"Each row scores {cfg.sweep_samples} images from the same noise ({cfg.sweep_samples} is fewer than the "
-                f"table's sets, so these FIDs compare along the sweep, not with the table). Ancestral DDPM over all "
+                f"Each row scores {cfg.sweep_samples} images from the same noise against the validation split (the "
+                "screen the sampler's settings are read from; fewer images and another reference than the table's, so "
+                "these FIDs compare along the sweep, not with the table). Ancestral DDPM over all "
                 f"{ddpm['steps']} steps: FID {ddpm['fid']:.1f} at {ddpm['seconds']:.1f} s per 1,000 samples; the best "
                 f"DDIM setting, {best['steps']} steps at η = {best['eta']:g}: FID {best['fid']:.1f} at "
                 f"{best['seconds']:.2f} s ({ddpm['seconds'] / best['seconds']:.0f}× cheaper). " + (
@@ -1021,5 +1077,5 @@ def _half(arrays: dict[str, list], kind: str) -> int:
 
 
 SECTIONS = [header, lecture, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
-            pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, choices, variants, growth, gan_analyses,
-            gan_curves, time_profile]
+            pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, choices, variants, growth,
+            latent_paths, gan_analyses, gan_curves, time_profile]

@@ -2,13 +2,14 @@
 
 Every autoencoder goes through here: the model's own `loss(x)` holds whatever makes it special (noise,
 sparsity penalties, KL terms), so this loop never looks at which model it trains. A closed-form model (PCA)
-is fitted in one shot instead of by gradient steps. Each epoch records train and test reconstruction MSE
-(per pixel, on [0, 1] pixels, the same measure for every model), the test value of each loss term, and (at most
-20 epochs of a run) a grid of test images over their reconstructions and, for generative models, samples from
-fixed latents. The per-epoch values are measured on fixed seeded subsets of EPOCH_EVAL_IMAGES train and test
-images (the curves' shape, at a few per cent of the steps' time); where a number is used beyond the curve, the
-whole test split is measured: `test_mse_full` at the last epoch and at the end of each phase of a schedule (the
-greedy stack's `phase_test_mse`). The evaluation stage measures the whole train and test splits. The epoch's
+is fitted in one shot instead of by gradient steps. Each epoch records train and validation reconstruction MSE
+(per pixel, on [0, 1] pixels, the same measure for every model), the validation value of each loss term, and (at
+most 20 epochs of a run) a grid of validation images over their reconstructions and, for generative models,
+samples from fixed latents. Training never sees the test split: the curves are what choices (epochs) are read
+from. The per-epoch values are measured on fixed seeded subsets of EPOCH_EVAL_IMAGES train and validation images
+(the curves' shape, at a few per cent of the steps' time); where a number is used beyond the curve, the whole
+validation split is measured: `val_mse_full` at the last epoch and at the end of each phase of a schedule (the
+greedy stack's `phase_val_mse`). The evaluation stage measures the whole train and test splits. The epoch's
 measurements draw from their own seeded random stream (denoising noise, VAE samples; the CPU generator and, on
 CUDA, the device's), so they neither change nor depend on the training's.
 """
@@ -25,7 +26,7 @@ from pipeline.train import distributed
 from pipeline.train.common import batched, interleave_rows, make_optimizer
 from pipeline.train.session import Session
 
-EPOCH_EVAL_IMAGES = 250  # per-epoch train and test MSE and loss terms: fixed subsets of this many images
+EPOCH_EVAL_IMAGES = 250  # per-epoch train and validation MSE and loss terms: fixed subsets of this many images
 
 
 def reconstruction_mse(model: Autoencoder, x: torch.Tensor) -> float:
@@ -35,15 +36,15 @@ def reconstruction_mse(model: Autoencoder, x: torch.Tensor) -> float:
 def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
     model: Autoencoder = s.model  # type: ignore[assignment]
     x_train, y_train = s.data.x_train.to(s.device), s.data.y_train.to(s.device)
-    x_test = s.data.x_test.to(s.device)
+    x_val = s.data.x_val.to(s.device)
 
     def subset(x: torch.Tensor) -> torch.Tensor:
         some = torch.randperm(len(x), generator=torch.Generator().manual_seed(s.cfg.seed))[:EPOCH_EVAL_IMAGES]
         return x[some.sort().values.to(s.device)]
 
-    x_train_some, x_test_some = subset(x_train), subset(x_test)
-    shown = x_test[showcase(s.data.y_test, s.cfg.train.grid_size // 2).to(s.device)]
-    example = x_test[:2]  # two: keeps the batch dimension dynamic in the exported model
+    x_train_some, x_val_some = subset(x_train), subset(x_val)
+    shown = x_val[showcase(s.data.y_val, s.cfg.train.grid_size // 2).to(s.device)]
+    example = x_val[:2]  # two: keeps the batch dimension dynamic in the exported model
 
     phase: dict[str, str] = {}  # the schedule's phase of the current epoch, for models that have one
 
@@ -70,14 +71,14 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         with torch.no_grad(), torch.random.fork_rng(devices=[s.device] if s.device.type == "cuda" else []):
             torch.manual_seed(s.cfg.seed)
             row = {**phase, "train_mse": reconstruction_mse(model, x_train_some),
-                   "test_mse": reconstruction_mse(model, x_test_some)}
+                   "val_mse": reconstruction_mse(model, x_val_some)}
             if epoch == last_epoch() or phase_ends(epoch):
-                row["test_mse_full"] = reconstruction_mse(model, x_test)
-            terms = model.loss(x_test_some)
+                row["val_mse_full"] = reconstruction_mse(model, x_val)
+            terms = model.loss(x_val_some)
             for k in terms:
-                if f"test_{k}" in row:
-                    raise RuntimeError(f"{s.name}: loss term '{k}' clashes with the loop's own test_{k}")
-                row[f"test_{k}"] = float(terms[k])
+                if f"val_{k}" in row:
+                    raise RuntimeError(f"{s.name}: loss term '{k}' clashes with the loop's own val_{k}")
+                row[f"val_{k}"] = float(terms[k])
             s.grid(interleave_rows(shown, model.reconstruct(shown)), "reconstructions", epoch)
             if isinstance(model, Generative):
                 fixed = torch.Generator().manual_seed(s.cfg.seed)  # the same latents every epoch
@@ -112,8 +113,8 @@ def train_autoencoder(s: Session, max_steps: int | None = None) -> bool:
         return {k: v.detach() for k, v in out.items()}
 
     def summary(history: list[dict]) -> dict:
-        """The test MSE (whole split) at the end of each phase (e.g. before and after fine-tuning)."""
-        return {"phase_test_mse": {r["phase"]: r["test_mse_full"] for r in history if "phase" in r and "test_mse_full" in r}}
+        """The validation MSE (whole split) at the end of each phase (e.g. before and after fine-tuning)."""
+        return {"phase_val_mse": {r["phase"]: r["val_mse_full"] for r in history if "phase" in r and "val_mse_full" in r}}
 
     return s.fit(loop, x_train, y_train, step, end_epoch, example, max_steps, on_epoch_start=start_epoch,
                  summary=summary, phase=lambda step: phase.get("phase", ""))  # a greedy stack's layer

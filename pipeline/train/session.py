@@ -26,6 +26,7 @@ from pipeline.code import code_hash, command_files
 from pipeline.config import StudyConfig, config_dump
 from pipeline.data import Dataset
 from pipeline.io import write_json
+from pipeline.rules import BLOW_UP, collapsed
 from pipeline.models import TRAIN_STAGE, build, run_name, spec
 from pipeline.models.base import Generative
 from pipeline import StudyError
@@ -55,7 +56,7 @@ class TrainPaths:
 
 # What `dvc plots` draws per epoch for each family: the fields every model of the family has (one schema per
 # directory, as DVC's plot definitions by directory need), and the curve of a generative model against images seen.
-PLOT_FIELDS = {"autoencoder": ("train_mse", "test_mse"), "gan": ("train_d_loss", "train_g_loss"),
+PLOT_FIELDS = {"autoencoder": ("train_mse", "val_mse"), "gan": ("train_d_loss", "train_g_loss"),
                "diffusion": ("train_loss",)}
 CURVE_FIELDS = ("images", "seconds", "fid", "recall", "classes_covered")
 
@@ -210,20 +211,17 @@ class Session:
         return text + " Final metrics: the evaluate stage's run of the same model."
 
 
-BLOW_UP = 1000.0  # a loss whose last epoch is this many times its best step (or 1, if larger) has blown up
-
-
 def health(history: list[dict], curve: list[dict], num_classes: int, lowest: dict[str, float]) -> dict:
     """How a finished run ended: "ok", "blew_up" (a training loss's last epoch averages BLOW_UP times its
     smallest step value, floored at 1) or "collapsed" (the last curve point covers fewer than half the
-    classes). Such a run still finishes: it is named, not stopped (non-finite values stop it, in the loop)."""
+    classes; both rules in pipeline/rules.py). Such a run still finishes: it is named, not stopped (non-finite values stop it, in the loop)."""
     last = history[-1] if history else {}
     for key in sorted(k for k in lowest if k.endswith("loss")):
         end, best = abs(last.get(f"train_{key}", 0.0)), lowest[key]
         if end > BLOW_UP * max(best, 1.0):
             return {"status": "blew_up", "reason": f"train_{key} ended at {end:.3g} after {best:.3g} at its best step: "
                                                    f"training blew up (a learning rate too high?)"}
-    if curve and curve[-1].get("classes_covered", num_classes) < num_classes / 2:
+    if curve and collapsed(curve[-1].get("classes_covered", num_classes), num_classes):
         return {"status": "collapsed", "reason": f"its samples cover {curve[-1]['classes_covered']} of {num_classes} "
                                                  f"classes at the end of training (mode collapse)"}
     return {"status": "ok", "reason": ""}
