@@ -1,22 +1,33 @@
-"""Equal tuning effort: one learning-rate grid, the same for every GAN and ablation, run as DVC experiments.
+"""Equal tuning effort: one learning-rate grid, the same for every GAN and ablation, run as DVC experiments at a
+selection seed that no reported number uses.
 
 `make sweep` queues one experiment per model and grid value (`dvc exp run --queue -n lr-<model>-<value>
--S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>`), runs the queue (`dvc queue start`), then calls
-`collect` (through `python -m stages.sweep`), which reads each experiment's committed params and metrics from its
+-S seeds=[<selection seed>] -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>
+evaluate_gan@<model>-<selection seed>`: only that model's training and evaluation run, at the first of
+`selection_seeds`), runs the queue (`dvc queue start`), then calls `collect` (through `python -m stages.sweep`),
+which reads each experiment's committed params and metrics from its
 git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the validation split (mean ± std
 over sample sets: the number the choice is made on; the test split decides nothing), recall and
 classes covered per model and value, the best value per model and the value params.yaml uses. It merges with the
-cells already there at the same budget (a wider grid adds a column), and the cell of the value params.yaml uses
-is the study's own committed result (that experiment is the study's run). A cell counts only for the model's
+cells already there at the same budget (a wider grid adds a column). The study's own runs are never cells: a cell
+is a run at a selection seed, and a reported number comes from the reporting `seeds` (the report refuses a seed
+in both lists), so the value a model is reported at was not chosen on the number reported. A cell counts only for the model's
 current setting: each records a hash of the model's params other than its learning rates, and an experiment or an
 earlier cell of another setting (a batch size, EMA or the data's splits changed since the sweep) is left out and named, so a table
 never mixes two recipes of one model. The report's *Tuning effort* section shows it.
+
+The rules that read the grid are fixed here, before it runs (`decide`): the best value is the one of lowest
+validation FID; a best value at an end of the grid extends it by one step on the 1-3-10 ladder (`make sweep`
+prints the command); where the best cell is not ahead of the runner-up by more than its own sample-set spread,
+both are rerun at the second selection seed (experiments `lr-<model>-<value>-s<seed>`) and the mean over the
+selection seeds decides.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -27,7 +38,7 @@ from pipeline.config import read_params
 from pipeline.io import write_json
 from pipeline.models import MODELS
 
-NAME = re.compile(r"^lr-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+)$")
+NAME = re.compile(r"^lr-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+?)(?:-s(?P<seed>[0-9]+))?$")
 
 
 def _git(root: Path, *args: str) -> str:
@@ -76,8 +87,8 @@ def _setting(model: str, model_params: dict, study_params: dict | None = None) -
 
 
 def _cell(metrics: dict, setting: str) -> dict:
-    """What a grid cell keeps of a run's metrics: FID (± its spread over sample sets) against the validation split,
-    the number choices are made on, with recall and classes covered."""
+    """What a grid cell keeps of one run's metrics: FID (± its spread over sample sets) against the validation
+    split, the number choices are made on, with recall and classes covered."""
     return {"fid": metrics.get("fid_val"), "fid_std": metrics.get("fid_val_std"),
             **{k: metrics.get(k) for k in ("recall", "classes_covered")}, "setting": setting}
 
@@ -103,40 +114,77 @@ def _fid(cell: dict) -> float:
     return float("inf") if cell.get("fid") is None else float(cell["fid"])
 
 
+def _merge(by_seed: dict[int, dict]) -> dict:
+    """One grid cell from its runs at one or more selection seeds: the mean of each number over the seeds (the
+    sample-set spread averaged too), with the seeds and, with several, each seed's FID."""
+    cells = [by_seed[s] for s in sorted(by_seed)]
+    if len(cells) == 1:
+        return {**cells[0], "seeds": sorted(by_seed)}
+    mean = lambda k: (None if any(c.get(k) is None for c in cells)  # noqa: E731
+                      else sum(float(c[k]) for c in cells) / len(cells))
+    return {"fid": mean("fid"), "fid_std": mean("fid_std"), "recall": mean("recall"),
+            "classes_covered": min(c.get("classes_covered") or 0 for c in cells), "setting": cells[0]["setting"],
+            "seeds": sorted(by_seed), "fid_per_seed": [c.get("fid") for c in cells]}
+
+
+def ladder(value: float, direction: int) -> float:
+    """The next value up (+1) or down (-1) on the 1-3-10 ladder the grid uses (0.003 -> 0.01 -> 0.03 -> 0.1)."""
+    exponent = math.floor(math.log10(value) + 1e-9)
+    low = value / 10 ** exponent < 2  # on the 1 rung of its decade (else the 3 rung)
+    if direction > 0:
+        return (3 if low else 10) * 10.0 ** exponent
+    return (0.3 if low else 1) * 10.0 ** exponent
+
+
+def decide(cells: dict[str, dict]) -> dict[str, Any]:
+    """What the grid of one model says, by the rules fixed before it runs (module doc): `best` (lowest validation
+    FID), `extend` (the value one step beyond the grid when the best is at an end of it, else None) and `tie` (the
+    best and the runner-up, when the best is not ahead by more than its own sample-set spread and was run at one
+    selection seed only: both go to the second selection seed)."""
+    values = sorted(cells, key=float)
+    best = min(values, key=lambda v: _fid(cells[v]))
+    out: dict[str, Any] = {"best": best, "extend": None, "tie": None}
+    if len(values) < 2:
+        return out
+    if best in (values[0], values[-1]):
+        out["extend"] = f"{ladder(float(best), 1 if best == values[-1] else -1):g}"
+    second = min((v for v in values if v != best), key=lambda v: _fid(cells[v]))
+    one_seed = len(cells[best].get("seeds", [])) < 2 or len(cells[second].get("seeds", [])) < 2
+    if one_seed and _fid(cells[second]) - _fid(cells[best]) <= float(cells[best].get("fid_std") or 0):
+        out["tie"] = [best, second]
+    return out
+
+
 def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] | None = None) -> dict[str, Any]:
     """The sweep's summary as the study stands now (the collector's last step, and the report's view of a summary
-    collected before the study last changed): cells of another setting than params.yaml's are left out and named,
-    the cell of the value params.yaml uses is the study's own result (that experiment is the study's run), and each
-    model's best is taken from what is left."""
+    collected before the study last changed): cells of another setting than params.yaml's, and cells run at a
+    reporting seed (or recording no seed: the protocol before selection seeds), are left out and named; each
+    model's best, and what the rules ask next (`decide`), are taken from what is left."""
     left_out = list(left_out or [])
     current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}
+    reporting = set(params.get("seeds") or [])
     used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in summary["results"] if m in current}
-    own: dict[str, dict] = {}  # model -> {value: the study's own result}
-    for model, value in used.items():
-        study = metrics_dir / f"{model}-{params['seeds'][0]}.json"
-        if value in summary["grid"] and params["budget"]["images"] == summary["budget_images"] and study.is_file():
-            own[model] = {value: _cell(json.loads(study.read_text()), current[model])}
     results: dict[str, dict[str, dict]] = {}
     for model, cells in summary["results"].items():
         for value, cell in cells.items():
-            if value in own.get(model, {}):
-                continue
             if model in current and cell.get("setting", current[model]) != current[model]:
                 left_out.append(f"the cell {model} at {value}")
+            elif not cell.get("seeds") or reporting & set(cell["seeds"]):
+                left_out.append(f"the cell {model} at {value} (run at a reporting seed)")
             else:
                 results.setdefault(model, {})[value] = cell
-    for model, cell in own.items():
-        results.setdefault(model, {}).update(cell)
     results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     grid = sorted({float(v) for cells in results.values() for v in cells})
+    decided = {m: decide(r) for m, r in results.items()}
     out = {**summary, "grid": [f"{v:g}" for v in grid], "results": results,
-           "best": {m: min(r, key=lambda v: _fid(r[v])) for m, r in results.items()}, "used": used}
+           "best": {m: d["best"] for m, d in decided.items()}, "used": used,
+           "next": {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items() if d["extend"] or d["tie"]}}
     out.pop("dropped", None)
     out.pop("left_out", None)
     if left_out:
         out["left_out"] = left_out
-        out["dropped"] = (f"left out, another setting than params.yaml's (rerun `make sweep SWEEP_MODELS=<model>`): "
-                          f"{'; '.join(left_out)}")
+        out["dropped"] = (f"left out, another setting than params.yaml's or a reporting seed's run (rerun `make sweep "
+                          f"SWEEP_MODELS=<model>`): {'; '.join(left_out)}")
     return out
 
 
@@ -146,7 +194,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
     current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}  # of another: left out
-    results: dict[str, dict[str, dict]] = {}
+    runs: dict[str, dict[str, dict[int, dict]]] = {}  # model -> value -> selection seed -> cell
     grid: set[float] = set()
     budget = None
     left_out: list[str] = []
@@ -169,9 +217,14 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
             parts += [f"{b} differs" for b in ("ema", "data") if params.get(b) != exp_params.get(b)]
             left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
             continue
+        if seed in (params.get("seeds") or []):
+            left_out.append(f"experiment {name} (trained at {seed}, a reporting seed: its number would be both the "
+                            f"choice and the result)")
+            continue
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
-        results.setdefault(model, {})[f"{value:g}"] = _cell(m, setting)
+        runs.setdefault(model, {}).setdefault(f"{value:g}", {})[seed] = _cell(m, setting)
         grid.add(value)
+    results = {model: {value: _merge(by_seed) for value, by_seed in cells.items()} for model, cells in runs.items()}
     earlier, budget, dropped = _earlier(out, budget)
     for model, cells in earlier.items():
         for value, cell in cells.items():

@@ -14,18 +14,38 @@ from pipeline.tuning import _setting, collect, settle
 
 
 def _study(results: dict, used: dict) -> SimpleNamespace:
-    best = {m: min(r, key=lambda v: r[v]["fid"]) for m, r in results.items()}
-    t = {"grid": ["0.001", "0.003", "0.01"], "budget_images": 64000, "results": results, "best": best, "used": used}
-    return SimpleNamespace(tuning=t, family=lambda family: list(results))
+    from pipeline.tuning import decide
+
+    decided = {m: decide(r) for m, r in results.items()}
+    grid = sorted({v for r in results.values() for v in r}, key=float)
+    t = {"grid": grid, "budget_images": 64000, "results": results, "best": {m: d["best"] for m, d in decided.items()},
+         "used": used, "next": {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items()}}
+    return SimpleNamespace(tuning=t, family=lambda family: list(results), cfg=SimpleNamespace(selection_seeds=[7, 8]))
 
 
-def _cell(fid: float, std: float, classes: int = 10) -> dict:
-    return {"fid": fid, "fid_std": std, "recall": 0.5, "classes_covered": classes}
+def _cell(fid: float, std: float, classes: int = 10, seeds: tuple = (7,)) -> dict:
+    return {"fid": fid, "fid_std": std, "recall": 0.5, "classes_covered": classes, "seeds": list(seeds)}
 
 
 def _run(fid: float, std: float) -> dict:
     """A run's metrics whose validation FID is `fid` (the number a grid cell keeps); its test FID is another."""
     return {"fid": fid + 1000, "fid_std": 1.0, "fid_val": fid, "fid_val_std": std, "recall": 0.5, "classes_covered": 10}
+
+
+def test_the_grid_rules_extend_an_edge_and_send_a_close_call_to_the_second_selection_seed():
+    from pipeline.tuning import decide, ladder
+
+    assert [f"{ladder(v, d):g}" for v, d in ((0.03, 1), (0.01, 1), (0.0003, -1), (0.001, -1), (0.003, -1))] == \
+        ["0.1", "0.03", "0.0001", "0.0003", "0.001"]
+    inside = {"0.001": _cell(300, 5), "0.003": _cell(200, 5), "0.01": _cell(250, 5)}
+    assert decide(inside) == {"best": "0.003", "extend": None, "tie": None}
+    assert decide({**inside, "0.01": _cell(150, 5)})["extend"] == "0.03"  # best at the top end
+    assert decide({**inside, "0.001": _cell(150, 5)})["extend"] == "0.0003"  # at the bottom end
+    close = {**inside, "0.01": _cell(204, 6)}  # 200 ± 5 against 204: within the best's own spread
+    assert decide(close)["tie"] == ["0.003", "0.01"]
+    assert decide({**close, "0.01": _cell(206, 6)})["tie"] is None  # ahead by 6 > 5
+    rerun = {**close, "0.003": _cell(201, 5, seeds=(7, 8)), "0.01": _cell(203, 6, seeds=(7, 8))}
+    assert decide(rerun) == {"best": "0.003", "extend": None, "tie": None}  # both at two seeds: the mean decides
 
 
 def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best():
@@ -34,59 +54,77 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     text = tuning(_study(results, {"a": "0.01", "b": "0.001"}))
     assert "| a | 300 ± 5 (10) | 200 ± 5 (10) | 150 ± 5 (10) | 0.01 | 0.01 | yes |" in text
     assert "| b | 300 ± 5 (10) | 200 ± 6 (10) | 205 ± 6 (10) | 0.003 | 0.001 | no |" in text
+    assert "trained at the selection seed 7 (`make sweep`), which no reported number uses" in text
     assert "not at their own best value of the grid: `b`." in text
-    assert "Best at an end of the grid, so the optimum may lie beyond it: `a`." in text
-    assert "runner-up by less than both sample-set spreads (the grid does not separate them in this seed): " \
-           "`b` (0.003 against 0.01)." in text
+    assert "Best at an end of the grid, so the rules extend it: `a` (next: 0.03)." in text
+    assert "to rerun at the second selection seed: `b` (0.003 against 0.01)." in text
 
     results["b"]["0.01"] = _cell(240, 6)  # now clearly behind, and a missing cell
+    results["b"]["0.003"] = _cell(200, 6, seeds=(7, 8))
     del results["a"]["0.001"]
     text = tuning(_study(results, {"a": "0.01", "b": "0.003"}))
     assert "| a | – | 200 ± 5 (10) |" in text and "own best value of the grid: none." in text
-    assert "Cells not run or without a result (–): `a` at 0.001 (already worse at 0.003 than at its best)." in text
-    assert "Every model's best value is ahead of its runner-up beyond both sample-set spreads." in text
+    assert "| 200 ± 6 (10) [2 seeds] |" in text
+    assert "Cells not run: `a` at 0.001." in text
+    assert "Every model's best value is ahead of its runner-up by more than its sample-set spread." in text
 
 
-def test_the_report_shows_a_sweep_collected_before_the_study_changed_as_the_study_stands(tmp_path):
-    """The model's recipe and result changed after `make sweep` collected (here its batch size, then `dvc repro`):
-    the cell of the value params.yaml uses is the study's new result, the old recipe's other cells are not shown
-    and are named, and a model whose recipe did not change keeps its cells (also those of an older summary that
-    recorded no setting)."""
+def test_no_study_run_is_a_grid_cell_and_no_selection_run_is_reported(tmp_path):
+    """The study's own run at the value params.yaml uses is a reporting seed's: never a cell, even when the sweep
+    left that value empty; a cell that records no seed (the protocol before selection seeds) or a reporting one is
+    left out and named; a model whose recipe changed keeps none of its old cells."""
     old, new = {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 32}, {"lr_g": 0.01, "lr_d": 0.01, "batch_size": 16}
     params = {"seeds": [42], "budget": {"images": 64000}, "gans": {"a": new, "b": {"lr_g": 0.001, "lr_d": 0.001}}}
     summary = {"grid": ["0.001", "0.01"], "budget_images": 64000, "results": {
         "a": {"0.001": {**_cell(90, 5), "setting": _setting("a", old)},
               "0.01": {**_cell(150, 5), "setting": _setting("a", old)}},
-        "b": {"0.001": _cell(200, 5), "0.01": _cell(300, 5)}}}
-    # the study's metrics: the cell takes the validation FID, never the reported (test) one
-    (tmp_path / "a-42.json").write_text(json.dumps({"fid": 999.0, "fid_std": 1.0, "fid_val": 75, "fid_val_std": 6,
-                                                    "recall": 0.5, "classes_covered": 10}))
+        "b": {"0.001": _cell(200, 5), "0.003": {**_cell(180, 5), "seeds": [42]}, "0.01": _cell(300, 5)}}}
+    summary["results"]["b"]["0.03"] = {k: v for k, v in _cell(100, 5).items() if k != "seeds"}
+    (tmp_path / "a-42.json").write_text(json.dumps(_run(75, 6)))  # the study's run: not a cell
     t = settle(summary, params, tmp_path)
-    assert t["results"]["a"] == {"0.01": {**_cell(75, 6), "setting": _setting("a", new)}}
-    assert t["best"] == {"a": "0.01", "b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
-    assert t["left_out"] == ["the cell a at 0.001"] and t["results"]["b"]["0.01"] == _cell(300, 5)
-    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))
-    assert "| a | – | 75 ± 6 (10) | – | 0.01 | – |" in text  # one cell: no best to be at
-    assert "Models with one cell only, the study's own run (no learning rate was compared in the current setting): " \
-           "`a`. Models not at their own best value of the grid: none." in text
-    assert "Not shown, run with another setting of the model than params.yaml's" in text
-    assert text.rstrip().endswith("reruns its row): the cell a at 0.001.")
+    assert "a" not in t["results"] and t["results"]["b"] == {"0.001": _cell(200, 5), "0.01": _cell(300, 5)}
+    assert t["best"] == {"b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
+    assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01", "the cell b at 0.003 (run at a reporting "
+                             "seed)", "the cell b at 0.03 (run at a reporting seed)"]
+    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"],
+                                  cfg=SimpleNamespace(selection_seeds=[7, 8])))
+    assert "| b | 200 ± 5 (10) | 300 ± 5 (10) | 0.001 | 0.001 | yes |" in text
+    assert "or at a reporting seed" in text and "the cell b at 0.003 (run at a reporting seed)" in text
+    empty = tuning(SimpleNamespace(tuning=settle({**summary, "results": {"a": summary["results"]["a"]}}, params,
+                                                 tmp_path), family=lambda family: ["a", "b"],
+                                   cfg=SimpleNamespace(selection_seeds=[7, 8])))
+    assert "No cell of the grid stands for the study's current setting: run `make sweep`." in empty
+
+
+def test_the_report_refuses_a_reporting_seed_that_is_a_selection_seed(tmp_path):
+    from pipeline.config import parse_config
+    from pipeline.report import load_study
+
+    cfg = parse_config({"seeds": [42, 7], "selection_seeds": [7, 8]})
+    with pytest.raises(StudyError, match=r"seeds and selection_seeds share \[7\]"):
+        load_study(cfg, tmp_path, tmp_path, tmp_path / "manifest.json", tmp_path / "figures")
 
 
 def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(tmp_path):
     """`make sweep LR_GRID=0.03` after an earlier sweep (whose experiment refs may be gone: another clone) adds a
-    column: the committed cells stay, a new experiment of the same cell replaces it, cells of another budget go."""
+    column: the committed cells stay, a new experiment of the same cell replaces it, cells of another budget go.
+    Experiments train at a selection seed; one at a reporting seed is left out; a close call rerun at the second
+    selection seed (`-s8`) makes the cell the mean of the two."""
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
-    def experiment(name, lr, fid, budget=64000, recipe=""):
+    def experiment(name, lr, fid, budget=64000, recipe="", seed=7):
         (tmp_path / "params.yaml").write_text(
-            f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}{recipe}}}}}\n")
+            f"seeds: [{seed}]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}{recipe}}}}}\n")
         (tmp_path / "metrics").mkdir(exist_ok=True)
-        (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_run(fid, 3)))
+        (tmp_path / "metrics" / f"gan-{seed}.json").write_text(json.dumps(_run(fid, 3)))
         git("add", "-A")
         git("commit", "-qm", name)
         git("update-ref", f"refs/exps/ab/cdef/{name}", "HEAD")
+
+    def workspace(lr, budget=64000, recipe=""):  # the study's own params.yaml (reporting seed 42)
+        (tmp_path / "params.yaml").write_text(
+            f"seeds: [42]\nbudget: {{images: {budget}}}\ngans: {{gan: {{lr_g: {lr}, lr_d: {lr}{recipe}}}}}\n")
 
     git("init", "-q")
     git("config", "user.email", "t@t")
@@ -96,21 +134,27 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
         "gan": {"0.001": _cell(300, 5), "0.01": _cell(250, 5)}, "dcgan": {"0.01": _cell(140, 5)}}}))
     experiment("lr-gan-0.03", 0.03, 200)
     experiment("lr-gan-0.01", 0.01, 260)
-    experiment("lr-gan-0.001", 0.001, 300)  # the last commit: params.yaml says 0.001
+    experiment("lr-gan-0.001", 0.001, 300)
+    experiment("lr-gan-0.003", 0.003, 100, seed=42)  # trained at a reporting seed: not a cell
+    workspace(0.001)
     summary = collect(tmp_path, out)
     assert summary["grid"] == ["0.001", "0.01", "0.03"]
     assert list(summary["results"]["gan"]) == ["0.001", "0.01", "0.03"]
     assert summary["results"]["gan"]["0.01"]["fid"] == 260  # the experiment here replaces the summarised cell
     assert summary["results"]["dcgan"] == {"0.01": _cell(140, 5)}  # kept: no experiment here for it
     assert summary["best"] == {"dcgan": "0.01", "gan": "0.03"} and summary["used"]["gan"] == "0.001"
-    assert json.loads(out.read_text()) == summary and "dropped" not in summary
-    (tmp_path / "metrics" / "gan-42.json").write_text(json.dumps(_run(290, 3)))  # the study reran at 0.001
-    assert collect(tmp_path, out)["results"]["gan"]["0.001"]["fid"] == 290  # its cell is the study's result
+    assert "experiment lr-gan-0.003 (trained at 42, a reporting seed" in summary["dropped"]
+    assert summary["next"] == {"gan": {"extend": "0.1"}}
+    assert json.loads(out.read_text()) == summary
+    experiment("lr-gan-0.03-s8", 0.03, 220, seed=8)  # the second selection seed
+    workspace(0.001)
+    cell = collect(tmp_path, out)["results"]["gan"]["0.03"]
+    assert cell["fid"] == pytest.approx(210) and cell["seeds"] == [7, 8] and cell["fid_per_seed"] == [200, 220]
 
-    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.03")
-    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.01")
-    git("update-ref", "-d", "refs/exps/ab/cdef/lr-gan-0.001")
+    for name in ("lr-gan-0.03", "lr-gan-0.01", "lr-gan-0.001", "lr-gan-0.003", "lr-gan-0.03-s8"):
+        git("update-ref", "-d", f"refs/exps/ab/cdef/{name}")
     experiment("lr-gan-0.003", 0.003, 400, budget=128000)  # a bigger budget: the old cells are not comparable
+    workspace(0.001, budget=128000)
     summary = collect(tmp_path, out)
     assert summary["grid"] == ["0.003"] and set(summary["results"]) == {"gan"}
     assert "budget of 64000 images, not 128000" in summary["dropped"]
@@ -118,6 +162,7 @@ def test_sweep_collection_adds_new_experiments_to_the_cells_already_summarised(t
     # the model's recipe changed since (here its batch size): neither the old experiment nor the old summarised
     # cell is a cell of the new setting's grid; both are left out and named
     experiment("lr-gan-0.01", 0.01, 90, budget=128000, recipe=", batch_size: 16")
+    workspace(0.01, budget=128000, recipe=", batch_size: 16")
     summary = collect(tmp_path, out)
     assert summary["grid"] == ["0.01"] and list(summary["results"]["gan"]) == ["0.01"]
     assert "experiment lr-gan-0.003 (gans.gan differs in batch_size)" in summary["dropped"]

@@ -108,6 +108,7 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
     if not path.is_file():
         return None
     params = {"seeds": cfg.seeds, "budget": {"images": cfg.budget.images}, "ema": cfg.ema.model_dump(mode="json"),
+              "data": cfg.data.model_dump(mode="json"),
               "gans": {m: c.model_dump(mode="json") for m, c in cfg.gans.entries().items()}}
     try:
         return settle(read_json(path), params, metrics_dir)
@@ -116,6 +117,10 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
 
 
 def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
+    shared = sorted(set(cfg.seeds) & set(cfg.selection_seeds))
+    if shared:
+        raise StudyError(f"seeds and selection_seeds share {shared}: a run a choice was made on would be reported; "
+                         f"give the reporting seeds other values")
     names, first = list(cfg.models()), cfg.seeds[0]
     by_seed: dict[str, dict[int, dict]] = {}
     for n in names:

@@ -671,16 +671,6 @@ def _no_claim(study: Study, short: bool = False) -> str:
             "over them)")
 
 
-def _beats(a: dict, b: dict, key: str = "fid") -> bool | None:
-    """True when a's mean is lower than b's by more than both spreads together, False when higher by as much,
-    None when the difference is within the spread."""
-    gap = b[key] - a[key]
-    spread = a.get(f"{key}_std", 0) + b.get(f"{key}_std", 0)
-    if abs(gap) <= spread:
-        return None
-    return gap > 0
-
-
 def variants(study: Study) -> str | None:
     """Groups of generative models built by one class with different configs: an ablation table."""
     groups: dict[Any, list[str]] = {}
@@ -732,9 +722,28 @@ def variants(study: Study) -> str | None:
 
 def tuning(study: Study) -> str | None:
     t = study.tuning
-    names = [n for n in study.family("gan") if t and n in t["results"]]
-    if not names:
+    if not t:
         return None
+    names = [n for n in study.family("gan") if n in t["results"]]
+    seeds = study.cfg.selection_seeds
+    head = [
+        "## Tuning effort",
+        "",
+        f"The same learning-rate grid (lr_g = lr_d) for every GAN and ablation, each value one DVC experiment at the "
+        f"study's budget of {t['budget_images']:,} images, trained at the selection seed {seeds[0]} (`make sweep`), "
+        "which no reported number uses: the tables above come from the reporting seeds, so no model is reported on "
+        "the run its value was picked from. The best value is the one of lowest mean FID against the validation "
+        "split (the test split decides nothing). Rules fixed before the grid ran (pipeline/tuning.py): a best value "
+        "at an end of the grid extends it by one step; a best value not ahead of the runner-up by more than its own "
+        f"sample-set spread sends both to the second selection seed ({seeds[-1]}), and the mean decides.",
+        "",
+    ]
+    left = (" Not shown: cells run with another setting of the model than params.yaml's (its params or the splits "
+            "changed after the sweep), or at a reporting seed (`make sweep SWEEP_MODELS=<model>` reruns a row): "
+            f"{', '.join(t['left_out'])}." if t.get("left_out") else "")
+    if not names:
+        return "\n".join(head + [("No cell of the grid stands for the study's current setting: run `make sweep`."
+                                  + left).strip(), ""])
     rows = []
     for n in names:
         single = len(t["results"][n]) < 2  # nothing to compare: no best
@@ -742,55 +751,32 @@ def tuning(study: Study) -> str | None:
         for v in t["grid"]:
             r = t["results"][n].get(v)
             row[v] = "–" if r is None or r.get("fid") is None else \
-                f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})"
+                f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})" + \
+                (f" [{len(r['seeds'])} seeds]" if len(r.get("seeds", [])) > 1 else "")
         row["own best"] = "–" if single else "yes" if row["used"] == row["best"] else "no"
         rows.append(row)
     compared = [n for n in names if len(t["results"][n]) > 1]
     off = [n for n in compared if t["used"].get(n) != t["best"][n]]
-    edge = [n for n in names if len(t["results"][n]) > 1 and t["best"][n] in (t["grid"][0], t["grid"][-1])]
-    missing = []  # grid values a model has no cell for; bracketed: a value between them and its best already worse
-    for n in names:
-        r, best = t["results"][n], t["best"][n]
-        fid = {v: {"fid": r[v]["fid"], "fid_std": r[v].get("fid_std") or 0} for v in r}
-        for v in (v for v in t["grid"] if v not in r):
-            between = [u for u in r if min(float(v), float(best)) < float(u) < max(float(v), float(best))]
-            bracketed = any(_beats(fid[best], fid[u]) is True for u in between)
-            missing.append(f"`{n}` at {v}" + (f" (already worse at {', '.join(between)} than at its best)"
-                                              if bracketed else ""))
-    close = []  # the best value not ahead of the runner-up beyond both sample-set spreads
-    for n in names:
-        r, best = t["results"][n], t["best"][n]
-        fid = {v: {"fid": r[v]["fid"], "fid_std": r[v].get("fid_std") or 0} for v in r}
-        if len(r) > 1:
-            second = min((v for v in r if v != best), key=lambda v: r[v]["fid"])
-            if _beats(fid[best], fid[second]) is not True:
-                close.append(f"`{n}` ({best} against {second})")
-    return "\n".join([
-        "## Tuning effort",
-        "",
-        f"The same learning-rate grid (lr_g = lr_d ∈ {{{', '.join(t['grid'])}}}) for every GAN and ablation, each "
-        f"value one DVC experiment at the study's budget of {t['budget_images']:,} images and one training seed "
-        "(`make sweep`); the best value is the one of lowest mean FID against the validation split (the test split "
-        "decides nothing). Cells: validation FID ± std over sample sets (classes covered); – where the experiment "
-        "left no result. The cell of the value params.yaml uses is the study's own run "
-        "(the tables above); the others are the sweep's experiments, possibly run on another machine (README).",
+    todo = t.get("next", {})
+    edge = [f"`{n}` (next: {todo[n]['extend']})" for n in names if "extend" in todo.get(n, {})]
+    close = [f"`{n}` ({todo[n]['tie'][0]} against {todo[n]['tie'][1]})" for n in names if "tie" in todo.get(n, {})]
+    missing = [f"`{n}` at {v}" for n in names for v in t["grid"] if v not in t["results"][n]]
+    return "\n".join(head + [
+        "Cells: validation FID ± std over sample sets (classes covered); – where no experiment ran.",
         "",
         table([("model", "model", str), *[(f"lr {v}", v, str) for v in t["grid"]], ("best", "best", str),
                ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
         "",
-        ((f"Models with one cell only, the study's own run (no learning rate was compared in the current "
-         f"setting): {_names([n for n in names if n not in compared])}." if len(compared) < len(names) else "")
-        + ("" if not compared else
-           f" Models not at their own best value of the grid: {_names(off)}. "
-           + (f"Best at an end of the grid, so the optimum may lie beyond it: {_names(edge)}. " if edge else
-              "Every model's best value lies inside the grid. ")
-           + ("Best value ahead of the runner-up by less than both sample-set spreads (the grid does not separate "
-              f"them in this seed): {', '.join(close)}." if close else
-              "Every model's best value is ahead of its runner-up beyond both sample-set spreads."))
-        + (f" Cells not run or without a result (–): {', '.join(missing)}." if missing else "")
-        + (" Not shown, run with another setting of the model than params.yaml's (its params changed after the "
-           f"sweep; `make sweep SWEEP_MODELS=<model>` reruns its row): {', '.join(t['left_out'])}."
-           if t.get("left_out") else "")).strip(),
+        ((f"Models with one cell only (no learning rate compared in the current setting): "
+          f"{_names([n for n in names if n not in compared])}." if len(compared) < len(names) else "")
+         + ("" if not compared else
+            f" Models not at their own best value of the grid: {_names(off)}. "
+            + (f"Best at an end of the grid, so the rules extend it: {', '.join(edge)}. " if edge else
+               "Every model's best value lies inside the grid. ")
+            + ("Best value not ahead of the runner-up by more than its sample-set spread, to rerun at the second "
+               f"selection seed: {', '.join(close)}." if close else
+               "Every model's best value is ahead of its runner-up by more than its sample-set spread."))
+         + (f" Cells not run: {', '.join(missing)}." if missing else "") + left).strip(),
         "",
     ])
 
