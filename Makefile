@@ -46,15 +46,16 @@ seeds: $(STAMP)
 	@echo "wrote reports/three-seeds/README.md (experiment $(SEEDS_EXP))"
 
 # Equal tuning effort: the same learning-rate grid (lr_g = lr_d) for every GAN and ablation, one queued DVC
-# experiment per model and value at a selection seed (the first of params.yaml's selection_seeds; SELECTION_SEED=
-# the second reruns a close call), each running only that model's training and evaluation, one at a time (2 cores),
+# experiment per model and value at a selection seed (the first of pipeline/tuning.py's SELECTION_SEEDS, which no
+# reported number uses; SELECTION_SEED=<the second> reruns a close call), each running only that model's training
+# and evaluation, one at a time (2 cores),
 # then summarised into metrics/lr_sweep.json (commit it; the report's "Tuning effort" section shows it, and the
 # summary prints what the grid's rules ask next: a value beyond an end, a close call to rerun). SWEEP_MODELS /
 # LR_GRID narrow or widen it: new cells join those already in metrics/lr_sweep.json (same budget), so
 # `make sweep LR_GRID=0.1` adds a column. The grid is log-uniform on the 1-3-10 ladder.
 LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
 SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
-FIRST_SELECTION_SEED := $(shell $(BIN)/python -c "import yaml; print(yaml.safe_load(open('params.yaml')).get('selection_seeds', [7])[0])" 2>/dev/null)
+FIRST_SELECTION_SEED := $(shell $(BIN)/python -c "from pipeline.tuning import SELECTION_SEEDS; print(SELECTION_SEEDS[0])" 2>/dev/null)
 SELECTION_SEED ?= $(FIRST_SELECTION_SEED)
 SWEEP_SUFFIX = $(if $(filter $(SELECTION_SEED),$(FIRST_SELECTION_SEED)),,-s$(SELECTION_SEED))
 sweep: $(STAMP)

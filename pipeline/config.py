@@ -149,9 +149,6 @@ def _study_class(names: tuple[str, ...]) -> type["StudyConfig"]:
 class StudyConfig(Strict):
     seed: int = Field(42, ge=0, lt=2**31)  # the data split, the evaluator
     seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=lambda: [42], min_length=1)  # training
-    # tuning runs (`make sweep`): the grid at the first, a close call rerun at the second; no reported number uses them
-    selection_seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=lambda: [7, 8], min_length=1,
-                                                                        max_length=2)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
@@ -168,8 +165,6 @@ class StudyConfig(Strict):
     def _seeds_unique(self):
         if len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"seeds: each seed once (got {self.seeds})")
-        if len(set(self.selection_seeds)) != len(self.selection_seeds):
-            raise ValueError(f"selection_seeds: each seed once (got {self.selection_seeds})")
         held = min(self.data.test_size, self.data.val_size)  # precision/recall against either held-out split
         if self.evaluate.knn_k >= held:
             raise ValueError(f"evaluate.knn_k: below data.test_size and data.val_size ({held}); got {self.evaluate.knn_k}")

@@ -20,7 +20,7 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 def collect(out: Path = typer.Option(Path("metrics/lr_sweep.json"), help="Where the summary goes.")) -> None:
     """Read every lr-<model>-<value> experiment (params and metrics from its git ref) into one table, keeping the
     cells of the summary already there (same budget) that no experiment here replaces."""
-    from pipeline.config import read_params
+    from pipeline.tuning import SELECTION_SEEDS
     from pipeline.tuning import collect as run
 
     summary = run(study_root(), out)
@@ -29,7 +29,7 @@ def collect(out: Path = typer.Option(Path("metrics/lr_sweep.json"), help="Where 
     for model, best in summary["best"].items():
         typer.echo(f"{model}: best lr {best} (validation FID {summary['results'][model][best]['fid']:.1f}), "
                    f"params.yaml uses {summary['used'].get(model, '?')}")
-    second = read_params(Path("params.yaml").read_text()).get("selection_seeds", [7, 8])[-1]
+    second = SELECTION_SEEDS[-1]
     for model, todo in summary.get("next", {}).items():  # what the grid's rules ask next (pipeline.tuning.decide)
         if "extend" in todo:
             typer.echo(f"{model}: best at an end of the grid; next: make sweep SWEEP_MODELS={model} "

@@ -20,7 +20,7 @@ def _study(results: dict, used: dict) -> SimpleNamespace:
     grid = sorted({v for r in results.values() for v in r}, key=float)
     t = {"grid": grid, "budget_images": 64000, "results": results, "best": {m: d["best"] for m, d in decided.items()},
          "used": used, "next": {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items()}}
-    return SimpleNamespace(tuning=t, family=lambda family: list(results), cfg=SimpleNamespace(selection_seeds=[7, 8]))
+    return SimpleNamespace(tuning=t, family=lambda family: list(results))
 
 
 def _cell(fid: float, std: float, classes: int = 10, seeds: tuple = (7,)) -> dict:
@@ -86,13 +86,11 @@ def test_no_study_run_is_a_grid_cell_and_no_selection_run_is_reported(tmp_path):
     assert t["best"] == {"b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
     assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01", "the cell b at 0.003 (run at a reporting "
                              "seed)", "the cell b at 0.03 (run at a reporting seed)"]
-    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"],
-                                  cfg=SimpleNamespace(selection_seeds=[7, 8])))
+    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))
     assert "| b | 200 ± 5 (10) | 300 ± 5 (10) | 0.001 | 0.001 | yes |" in text
     assert "or at a reporting seed" in text and "the cell b at 0.003 (run at a reporting seed)" in text
     empty = tuning(SimpleNamespace(tuning=settle({**summary, "results": {"a": summary["results"]["a"]}}, params,
-                                                 tmp_path), family=lambda family: ["a", "b"],
-                                   cfg=SimpleNamespace(selection_seeds=[7, 8])))
+                                                 tmp_path), family=lambda family: ["a", "b"]))
     assert "No cell of the grid stands for the study's current setting: run `make sweep`." in empty
 
 
@@ -100,8 +98,8 @@ def test_the_report_refuses_a_reporting_seed_that_is_a_selection_seed(tmp_path):
     from pipeline.config import parse_config
     from pipeline.report import load_study
 
-    cfg = parse_config({"seeds": [42, 7], "selection_seeds": [7, 8]})
-    with pytest.raises(StudyError, match=r"seeds and selection_seeds share \[7\]"):
+    cfg = parse_config({"seeds": [42, 7]})
+    with pytest.raises(StudyError, match=r"seeds: \[7\] also selection seeds"):
         load_study(cfg, tmp_path, tmp_path, tmp_path / "manifest.json", tmp_path / "figures")
 
 

@@ -117,10 +117,12 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
 
 
 def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
-    shared = sorted(set(cfg.seeds) & set(cfg.selection_seeds))
+    from pipeline.tuning import SELECTION_SEEDS
+
+    shared = sorted(set(cfg.seeds) & set(SELECTION_SEEDS))
     if shared:
-        raise StudyError(f"seeds and selection_seeds share {shared}: a run a choice was made on would be reported; "
-                         f"give the reporting seeds other values")
+        raise StudyError(f"seeds: {shared} also selection seeds (pipeline/tuning.py's SELECTION_SEEDS, what "
+                         f"`make sweep` tunes at): a run a choice was made on would be reported; use other seeds")
     names, first = list(cfg.models()), cfg.seeds[0]
     by_seed: dict[str, dict[int, dict]] = {}
     for n in names:

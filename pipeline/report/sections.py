@@ -725,7 +725,7 @@ def tuning(study: Study) -> str | None:
     if not t:
         return None
     names = [n for n in study.family("gan") if n in t["results"]]
-    seeds = study.cfg.selection_seeds
+    from pipeline.tuning import SELECTION_SEEDS as seeds
     head = [
         "## Tuning effort",
         "",
