@@ -209,12 +209,10 @@ def test_a_model_edit_reruns_that_model_only(study, edited, models):
     assert changed == {f"{stage}@{m}-42" for m in models for stage in ("train_gan", "evaluate_gan")} | {"report"}
 
 
-def test_the_learning_rate_sweep_runs_as_queued_experiments_and_make_compare_shows_them(study):
-    """`make sweep` on one model and a two-value grid: queued DVC experiments, run by `dvc queue start`, collected
-    from their git refs into metrics/lr_sweep.json, which the report's Tuning effort section shows. Then the README's
-    compare step on those two experiments: a table of the headline metrics and the params that differ, as wide as
-    the terminal (nothing folded into '…' at 120 columns), with both experiments' FIDs; then the headline diff
-    between the two."""
+def test_the_learning_rate_sweep_runs_as_queued_experiments_at_the_selection_seed(study):
+    """`make sweep` on one model and a two-value grid: queued DVC experiments at the selection seed (that model's
+    stages only), run by `dvc queue start`, collected from their git refs into metrics/lr_sweep.json, which the
+    report's Tuning effort section shows."""
     repo, env, _ = study
     bin_dir = Path(sys.executable).parent
     sh("git", "add", "-A", cwd=repo, env=env)  # a commit of its own: `dvc exp show` lists the experiments of HEAD
@@ -229,35 +227,15 @@ def test_the_learning_rate_sweep_runs_as_queued_experiments_and_make_compare_sho
     report = (repo / "reports" / "README.md").read_text()
     assert "## Tuning effort" in report and "| gan |" in report.split("## Tuning effort")[1]
 
-    names = ("lr-gan-0.001", "lr-gan-0.003")
-    shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout)
-    fids = {}
-    for commit in shown:
-        for exp in commit.get("experiments") or []:
-            data = exp["revs"][0]["data"]
-            if exp.get("name") in names:
-                fids[exp["name"]] = data["metrics"]["reports/headline.json"]["data"]["gan"]["fid"]
-    assert set(fids) == set(names) and fids[names[0]] != fids[names[1]]
-    for width in (120, 80):
-        out = sh("make", "-s", "--no-print-directory", "compare", f"BIN={bin_dir}", "STAMP=", f"REVS={' '.join(names)}",
-                 cwd=repo, env={**env, "COLUMNS": str(width)}).stdout
-        table, diff = out.split("Path", 1)
-        header = next(line for line in table.splitlines() if "Experiment" in line)
-        columns = header.split()
-        assert "gan.fid" in columns and "gans.gan.lr_g" in columns, table
-        assert len(columns) <= 8 and not any(c.startswith(("metrics/", "pipeline/")) for c in columns), table
-        assert all(len(line) <= width for line in table.splitlines()), table
-        if width >= 120:
-            assert "…" not in table, table  # nothing folded away (at 80, DVC may fold all but the first metric column)
-        rows = {name: next(line for line in table.splitlines() if f"[{name}]" in line) for name in fids}
-        for name, fid in fids.items():
-            assert f"{fid:.5g}"[:4] in rows[name], (name, fid, table)
-        assert "gan.fid" in diff and all(name in diff for name in names), diff
+    cells = summary["results"]["gan"]  # each cell's validation FID, read from its experiment's metrics/gan-7.json
+    assert cells["0.001"]["fid"] != cells["0.003"]["fid"] and all(c["seeds"] == [7] for c in cells.values())
 
 
 def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, tmp_path):
     """`dvc queue start -j 2` runs two experiments in parallel; both log to one `make server` (SQLite behind a
-    server process, not a SQLite file written by two processes), and neither run is lost."""
+    server process, not a SQLite file written by two processes), and neither run is lost. Then the README's compare
+    step on those two experiments: a table of the headline metrics and the params that differ, as wide as the
+    terminal (nothing folded into '…' at 120 columns), with both experiments' FIDs; then the headline diff."""
     from mlflow import MlflowClient
 
     from tests.test_server import start_server, stop_server
@@ -304,6 +282,32 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
         for name in names:
             assert {"train_gan@gan-42", "evaluate_gan@gan-42", "report"} <= by_exp.get(name, set()), by_exp
         assert all(r.info.status == "FINISHED" for r in runs)
+
+        # the README's compare step on those two experiments
+        names, bin_dir = tuple(names), Path(sys.executable).parent
+        shown = json.loads(sh("dvc", "exp", "show", "--json", cwd=repo, env=env).stdout)
+        fids = {}
+        for commit in shown:
+            for exp in commit.get("experiments") or []:
+                data = exp["revs"][0]["data"]
+                if exp.get("name") in names:
+                    fids[exp["name"]] = data["metrics"]["reports/headline.json"]["data"]["gan"]["fid"]
+        assert set(fids) == set(names) and fids[names[0]] != fids[names[1]]
+        for width in (120, 80):
+            out = sh("make", "-s", "--no-print-directory", "compare", f"BIN={bin_dir}", "STAMP=",
+                     f"REVS={' '.join(names)}", cwd=repo, env={**env, "COLUMNS": str(width)}).stdout
+            table, diff = out.split("Path", 1)
+            header = next(line for line in table.splitlines() if "Experiment" in line)
+            columns = header.split()
+            assert "gan.fid" in columns and "gans.gan.lr_d" in columns, table
+            assert len(columns) <= 8 and not any(c.startswith(("metrics/", "pipeline/")) for c in columns), table
+            assert all(len(line) <= width for line in table.splitlines()), table
+            if width >= 120:
+                assert "…" not in table, table  # nothing folded away (80: DVC may fold)
+            rows = {name: next(line for line in table.splitlines() if f"[{name}]" in line) for name in fids}
+            for name, fid in fids.items():
+                assert f"{fid:.5g}"[:4] in rows[name], (name, fid, table)
+            assert "gan.fid" in diff and all(name in diff for name in names), diff
     finally:
         sh("dvc", "queue", "stop", "--kill", cwd=repo, env=env, check=False)
         stop_server(proc)
@@ -312,15 +316,15 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
 def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):
     repo, env, _ = study
     raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["seeds"] = [42, 7]
+    raw["seeds"] = [42, 43]
     raw["autoencoders"] = {"pca": raw["autoencoders"]["pca"]}  # one model of each family
     raw["gans"] = {"gan": raw["gans"]["gan"]}
     write_params(repo / "params.yaml", raw)
     out = sh("dvc", "repro", cwd=repo, env=env).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert {"train_ae@pca-7", "train_gan@gan-7", "evaluate_gan@gan-7", "train_diffusion@ddpm-7", "report"} <= ran
+    assert {"train_ae@pca-43", "train_gan@gan-43", "evaluate_gan@gan-43", "train_diffusion@ddpm-43", "report"} <= ran
     assert not any(stage.endswith("-42") for stage in ran)  # the first seed's runs are up to date
     report = (repo / "reports" / "README.md").read_text()
-    assert "2 training seeds (42, 7)" in report and "Mean ± standard deviation over the 2 training seeds" in report
+    assert "2 training seeds (42, 43)" in report and "Mean ± standard deviation over the 2 training seeds" in report
     assert "Neighbours in that ranking: 2 training seeds: no claim" in report  # a test over seeds needs 3
     assert re.search(r"each evaluated on \d+ disjoint sample sets", report)  # a count, not a mean over seeds (5.0)
