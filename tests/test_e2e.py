@@ -253,7 +253,8 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
         client.create_experiment(experiment_name)
         for name, lr in names.items():
             sh("dvc", "exp", "remove", "-q", name, cwd=repo, env=queued, check=False)
-            sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"gans.gan.lr_d={lr}", cwd=repo, env=queued)
+            sh("dvc", "exp", "run", "--queue", "-n", name, "-S", f"gans.gan.lr_g={lr}", "-S", f"gans.gan.lr_d={lr}",
+               cwd=repo, env=queued)
         sh("dvc", "queue", "start", "-j", "2", cwd=repo, env=queued)
         deadline = time.time() + 900
         while time.time() < deadline:
@@ -299,7 +300,7 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
             table, diff = out.split("Path", 1)
             header = next(line for line in table.splitlines() if "Experiment" in line)
             columns = header.split()
-            assert "gan.fid" in columns and "gans.gan.lr_d" in columns, table
+            assert "gan.fid" in columns and "gans.gan.lr_g" in columns, table
             assert len(columns) <= 8 and not any(c.startswith(("metrics/", "pipeline/")) for c in columns), table
             assert all(len(line) <= width for line in table.splitlines()), table
             if width >= 120:

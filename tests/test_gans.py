@@ -153,6 +153,31 @@ def test_stylegan_constant_input_gets_gradients_on_the_scale_of_the_other_parame
     assert g.synthesis.const.std() > 0.5  # a spatial pattern from the start
 
 
+def test_stylegan_ablations_remove_the_mapping_the_constant_and_the_noise():
+    """The lecture's StyleGAN claims, each with its mechanism removed: no mapping network (w is the normalised z),
+    no constant input (a learned projection of w starts the synthesis), no noise inputs (one w, one image)."""
+    from pipeline.models.progan import pixel_norm
+
+    torch.manual_seed(0)
+    full = StyleGAN(StyleGANConfig(), SHAPE)
+    no_mapping = StyleGAN(StyleGANConfig(mapping_layers=0), SHAPE)
+    z = no_mapping.latent(5)
+    assert torch.allclose(no_mapping.generator.map(z), pixel_norm(z[:, :, None, None])[:, :, 0, 0])
+    assert len(no_mapping.generator_param_groups(0.002)) == 2  # no mapping group, and no empty one
+    no_const = StyleGAN(StyleGANConfig(const_input=False), SHAPE)
+    assert not hasattr(no_const.generator.synthesis, "const") and hasattr(full.generator.synthesis, "const")
+    no_noise = StyleGAN(StyleGANConfig(noise_inputs=False), SHAPE).eval()
+    assert all(layer.noise_strength is None for layer in no_noise.generator.synthesis.layers)
+    assert torch.equal(no_noise(z), no_noise(z))  # nothing stochastic left: one w, one image
+    for model in (no_mapping, no_const, no_noise):
+        assert model(z).shape == (5, *SHAPE)
+        model.train()
+        (-model.discriminator(model.generator(model.latent(16))).mean()).backward()  # trains: every part gets a gradient
+        assert all(p.grad is not None for p in model.generator.parameters())
+    count = lambda m: sum(p.numel() for p in m.generator.parameters())  # noqa: E731
+    assert count(no_mapping) < count(full) and count(no_noise) < count(full)
+
+
 def test_stylegan_truncation_mixing_and_mapping_learning_rate():
     cfg = StyleGANConfig()
     model = StyleGAN(cfg, SHAPE).eval()

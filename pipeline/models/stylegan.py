@@ -2,15 +2,19 @@
 
 Lecture 03, "StyleGAN", each mechanism as in the paper:
 - mapping network: an MLP (here 4 layers) from z to an intermediate latent w, trained with a learning rate
-  100 times smaller than the rest (`mapping_lr_scale`);
-- synthesis network: starts from a learned constant 4x4 input instead of the latent, then 8, 16, 32 pixels.
+  100 times smaller than the rest (`mapping_lr_scale`); `mapping_layers: 0` removes it (w is the normalised z:
+  the ablation of the lecture's "in W the factors of variation become more linear");
+- synthesis network: starts from a learned constant 4x4 input instead of the latent, then 8, 16, 32 pixels
+  (`const_input: false`: from a learned linear projection of the first layer's w instead, the ablation of "the
+  constant input increases performance").
   The constant is drawn from N(0, 1), as in StyleGAN2, not set to ones as in the first paper: a flat map
   leaves the first instance norm dividing zeros by sqrt(eps), so the constant's and the first noise strength's
   gradients start 10^4 times larger than any other parameter's (measured: 4.8e3 against 0.2), and the first
   steps' rounding noise sets the 4x4 layout (tests/test_gans.py);
 - AdaIN: after each convolution every feature map is normalised (instance norm) and then scaled and shifted by
   a style, an affine function of w (one style per layer);
-- noise inputs: per-pixel Gaussian noise added after each convolution, with a learned strength per channel;
+- noise inputs: per-pixel Gaussian noise added after each convolution, with a learned strength per channel
+  (`noise_inputs: false` removes them);
 - style mixing regularisation: for `mixing_prob` of the batches two latents are mapped and the layers switch
   from the first w to the second at a random crossover layer (the paper: 0.9; params.yaml says what it costs at
   this study's budget);
@@ -36,7 +40,9 @@ from .progan import (Discriminator, EqualizedConv, EqualizedLinear, ProGANConfig
 
 class StyleGANConfig(GANTraining):
     latent_dim: Width = 64  # z and w
-    mapping_layers: int = Field(4, ge=1, le=16)
+    mapping_layers: int = Field(4, ge=0, le=16)  # 0: no mapping network, w = the normalised z
+    const_input: bool = True  # False: the synthesis starts from a learned projection of w, not a learned constant
+    noise_inputs: bool = True  # False: no per-pixel noise inputs (and no noise strengths)
     mapping_lr_scale: float = Field(0.01, gt=0, le=1)
     # the synthesis parameters that are not equalized (learned constant, noise strengths, biases): their Adam step
     # is lr x this, in the units of the parameter itself (an equalized weight's step is scaled by its He constant)
@@ -72,10 +78,10 @@ class StyleGANConfig(GANTraining):
 class StyleLayer(nn.Module):
     """(conv) -> noise -> bias -> LeakyReLU -> AdaIN with this layer's style."""
 
-    def __init__(self, a: int, b: int, w_dim: int, conv: bool = True):
+    def __init__(self, a: int, b: int, w_dim: int, conv: bool = True, noise: bool = True):
         super().__init__()
         self.conv = EqualizedConv(a, b, 3, 1) if conv else None
-        self.noise_strength = nn.Parameter(torch.zeros(b))  # learned, per channel
+        self.noise_strength = nn.Parameter(torch.zeros(b)) if noise else None  # learned, per channel
         self.bias = nn.Parameter(torch.zeros(b))
         self.style = EqualizedLinear(w_dim, 2 * b, gain=1.0)
         with torch.no_grad():
@@ -85,9 +91,10 @@ class StyleLayer(nn.Module):
         if self.conv is not None:
             x = self.conv(x)
         b, _, h, width = x.shape
-        if noise is None:
-            noise = torch.randn(b, 1, h, width, device=x.device)
-        x = x + self.noise_strength[None, :, None, None] * noise  # (B, C, H, W); the noise is one map
+        if self.noise_strength is not None:
+            if noise is None:
+                noise = torch.randn(b, 1, h, width, device=x.device, dtype=x.dtype)
+            x = x + self.noise_strength[None, :, None, None] * noise  # (B, C, H, W); the noise is one map
         x = F.leaky_relu(x + self.bias[None, :, None, None], 0.2)
         x = F.instance_norm(x, eps=1e-8)  # each feature map to mean 0, std 1
         scale, shift = self.style(w).chunk(2, dim=1)  # (B, C) each
@@ -97,18 +104,25 @@ class StyleLayer(nn.Module):
 class Synthesis(nn.Module):
     def __init__(self, cfg: StyleGANConfig, out_channels: int):
         super().__init__()
-        ch, wd = cfg.channels, cfg.latent_dim
-        self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))  # the learned constant input (N(0, 1): module doc)
-        self.layers = nn.ModuleList([StyleLayer(ch[0], ch[0], wd, conv=False), StyleLayer(ch[0], ch[0], wd)])
+        ch, wd, nz = cfg.channels, cfg.latent_dim, cfg.noise_inputs
+        if cfg.const_input:
+            self.const = nn.Parameter(torch.randn(1, ch[0], 4, 4))  # the learned constant input (N(0, 1): module doc)
+        else:  # the ablation: a learned projection of the first layer's w, as a traditional generator's input
+            self.project = EqualizedLinear(wd, ch[0] * 16, gain=1.0)
+        self.layers = nn.ModuleList([StyleLayer(ch[0], ch[0], wd, conv=False, noise=nz),
+                                     StyleLayer(ch[0], ch[0], wd, noise=nz)])
         for a, b in zip(ch[:-1], ch[1:]):
-            self.layers.extend([StyleLayer(a, b, wd), StyleLayer(b, b, wd)])  # after a 2x upsampling
+            self.layers.extend([StyleLayer(a, b, wd, noise=nz), StyleLayer(b, b, wd, noise=nz)])  # after a 2x upsampling
         self.to_rgb = EqualizedConv(ch[-1], out_channels, 1, 0, gain=1.0)
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         return [(4 * 2 ** (i // 2), 4 * 2 ** (i // 2)) for i in range(len(self.layers))]
 
     def forward(self, ws: Tensor, noise: list[Tensor] | None = None) -> Tensor:
-        x = self.const.expand(ws.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
+        if hasattr(self, "const"):
+            x = self.const.expand(ws.shape[0], -1, -1, -1)  # (B, C0, 4, 4)
+        else:
+            x = self.project(ws[:, 0]).view(ws.shape[0], -1, 4, 4)  # (B, C0, 4, 4) from the first layer's w
         for i, layer in enumerate(self.layers):
             if i > 0 and i % 2 == 0:
                 x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
@@ -130,7 +144,7 @@ class Generator(nn.Module):
         self.psi = cfg.truncation
 
     def map(self, z: Tensor) -> Tensor:
-        return self.mapping(pixel_norm(z[:, :, None, None])[:, :, 0, 0])  # (B, w)
+        return self.mapping(pixel_norm(z[:, :, None, None])[:, :, 0, 0])  # (B, w); no layers: w = the normalised z
 
     def truncate(self, w: Tensor, psi: float) -> Tensor:
         return self.w_avg + psi * (w - self.w_avg)
@@ -166,8 +180,9 @@ class StyleGAN(GAN):
         equalized = [m.weight for m in synthesis.modules() if isinstance(m, (EqualizedConv, EqualizedLinear))]
         taken = {id(p) for p in mapping + equalized}
         plain = [p for p in self.generator.parameters() if id(p) not in taken]
-        return [{"params": equalized, "lr": lr}, {"params": plain, "lr": lr * self.cfg.plain_lr_scale},
-                {"params": mapping, "lr": lr * self.cfg.mapping_lr_scale}]
+        groups = [{"params": equalized, "lr": lr}, {"params": plain, "lr": lr * self.cfg.plain_lr_scale},
+                  {"params": mapping, "lr": lr * self.cfg.mapping_lr_scale}]
+        return [g for g in groups if g["params"]]  # no mapping network: no mapping group
 
     def latent_spaces(self) -> dict[str, LatentSpace]:
         """z, and the intermediate latent w = mapping(z) that the lecture says is more linear (lerp in it, as the

@@ -184,7 +184,8 @@ def claims(study: Study) -> list[Claim]:
               "evaluator's features (*W against Z*)", "difference",
               Side("stylegan", _key("ppl_w_full"), "W"), Side("stylegan", _key("ppl_z_full"), "Z"), expect="lower"),
         Claim("Constant input: increase performance empirically",
-              "`stylegan` against a StyleGAN that starts from a projection of w", "unmeasured"),
+              "`stylegan` against the same StyleGAN started from a learned projection of w (`const_input: false`, "
+              "a variant the study does not train yet)", "unmeasured"),
         Claim("Noise inputs control stochastic variation",
               "`stylegan`: the spread of images of one w under new noise", "shown", evidence=_noise),
         Claim("Style mixing (mixing regularization) reduces the correlation between adjacent layers",
