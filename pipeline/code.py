@@ -9,7 +9,7 @@ goes stale. `command_files("train_gan")` walks the imports of `python -m stages 
   of the one command (and of the module-level helpers it calls) count;
 - `from a.b import c` imports `a`, `a.b` and, where `c` is a module, `a.b.c`.
 
-A model's own code is imported by name (the registry's `ModelSpec.module`, when the model is asked for), so it
+A model's own code is imported by name (its `module` in pipeline/models/registry.toml, when the model is asked for), so it
 is not among a command's static imports: `model_files(name)` is the closure of the model's file less the
 registry's own (for `stylegan`: stylegan.py and the progan.py it builds on). DVC cannot look a model's files up by
 its name inside a `matrix` stage, so `pipeline/models/deps/<name>/` holds a link to each of them, and the stages of
@@ -27,6 +27,7 @@ import ast
 import hashlib
 import os
 import shutil
+import tomllib
 from functools import lru_cache
 from pathlib import Path
 
@@ -34,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("pipeline", "stages")
 COMMANDS = "stages.commands"
 REGISTRY = "pipeline.models"
+REGISTRY_TABLE = ROOT / "pipeline" / "models" / "registry.toml"  # one table per model
 HANDLES = ROOT / "pipeline" / "models" / "deps"  # deps/<model>/<file>.py -> ../../<file>.py
 
 
@@ -118,10 +120,9 @@ def command_modules(command: str) -> set[str]:
 
 @lru_cache(maxsize=None)
 def registry_modules() -> dict[str, str]:
-    """Each registered model's module, read from the registry's source: {"progan_no_growing": "pipeline.models.progan"}."""
-    table = next(n.value for n in _tree(REGISTRY).body if isinstance(n, ast.AnnAssign)
-                 and getattr(n.target, "id", None) == "MODELS")
-    return {key.value: f"{REGISTRY}.{entry.args[1].value}" for key, entry in zip(table.keys, table.values)}
+    """Each registered model's module, read from the registry's table: {"progan_no_growing": "pipeline.models.progan"}."""
+    table = tomllib.loads(REGISTRY_TABLE.read_text())
+    return {name: f"{REGISTRY}.{entry['module']}" for name, entry in table.items()}
 
 
 def model_modules(name: str) -> set[str]:

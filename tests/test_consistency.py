@@ -3,6 +3,10 @@ exactly the code they import."""
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
+
+import pytest
 import yaml
 
 from pipeline.code import HANDLES, PACKAGES, ROOT as CODE_ROOT, command_files, model_files, registry_modules
@@ -92,6 +96,28 @@ def test_each_model_s_dependency_links_point_at_its_own_files():
     assert set(model_files("progan_no_growing")) == {"pipeline/models/progan.py"}
 
 
+def test_a_model_s_stages_depend_on_its_own_registry_entry_and_the_report_on_all():
+    """Adding a model to registry.toml reruns that model's stages and the report, no other model's: each training
+    and evaluation stage reads its own table as a DVC params dependency."""
+    for name, stage in _dvc_yaml()["stages"].items():
+        if "matrix" in stage:
+            assert {"pipeline/models/registry.toml": ["${item.model}"]} in stage["params"], name
+    assert "pipeline/models" in _dvc_yaml()["stages"]["report"]["deps"]  # the whole registry, its table included
+
+
+def test_a_broken_registry_entry_is_one_clear_error(tmp_path):
+    from pipeline import StudyError
+    from pipeline.models import _load
+
+    (tmp_path / "registry.toml").write_text('[x]\nfamily = "gan"\nmodule = "gan"\n')
+    with pytest.raises(StudyError, match=r"registry.toml: \[x\] needs exactly the keys"):
+        _load(tmp_path / "registry.toml")
+    (tmp_path / "registry.toml").write_text('[x]\nfamily = "gans"\nmodule = "gan"\nconfig_class = "A"\n'
+                                            'module_class = "B"\nsummary = "c"\n')
+    with pytest.raises(StudyError, match="family 'gans' is not one of autoencoder, gan, diffusion"):
+        _load(tmp_path / "registry.toml")
+
+
 def test_import_closure_follows_lazy_and_relative_imports():
     train_gan, train_ae, report = (set(command_files(c)) for c in ("train_gan", "train_ae", "report"))
     assert {"pipeline/train/gan.py", "pipeline/train/objectives.py", "pipeline/evaluate/metrics.py",
@@ -131,10 +157,11 @@ def test_every_param_a_stage_declares_is_in_params_yaml(params_raw):
     from dvc.repo import Repo
 
     with Repo(str(ROOT)) as repo:
-        declared = {key for stage in repo.index.stages for dep in stage.deps if hasattr(dep, "params")
-                    for key in dep.params}
-    for key in declared:
-        node = params_raw
+        declared = {(Path(dep.def_path).name, key) for stage in repo.index.stages for dep in stage.deps
+                    if hasattr(dep, "params") for key in dep.params}
+    registry = tomllib.loads((ROOT / "pipeline" / "models" / "registry.toml").read_text())
+    for file, key in declared:
+        node = registry if file == "registry.toml" else params_raw
         for part in key.split("."):
             assert isinstance(node, dict) and part in node, f"dvc.yaml declares '{key}', params.yaml lacks it"
             node = node[part]
@@ -147,5 +174,5 @@ def test_training_stages_depend_on_every_train_setting_that_changes_results():
 
     affects = set(TrainConfig.model_fields) - {"checkpoint_every"}
     for stage in TRAIN_STAGE.values():
-        declared = set(_dvc_yaml()["stages"][stage]["params"])
+        declared = {p for p in _dvc_yaml()["stages"][stage]["params"] if isinstance(p, str)}
         assert {f"train.{k}" for k in affects} <= declared, (stage, sorted(affects))

@@ -1,18 +1,22 @@
 """The model registry: one entry per model, keyed by the name params.yaml and dvc.yaml use.
 
-The family lives in the entry; no code branches on a model's name. An entry names the file under
-pipeline/models that implements the model (its config class above its nn.Module) and the two classes in it; the
-file is imported when the model is asked for (`spec(name).config`, `.build`), so that a stage imports the code of
-its own model only, and its DVC deps list that code alone: `pipeline/models/deps/<name>/` links the files of the
-model's own import closure (`python -m pipeline.code` writes them; tests/test_consistency.py checks them). To add
-a model, write its file, add an entry here and a block under its family in params.yaml, and run
-`python -m pipeline.code`.
+The entries live in registry.toml, one table per model: data, not code, so that a model's stages depend on its
+own table alone (a DVC params dependency) and adding a model reruns no other model. The family lives in the
+entry; no code branches on a model's name. An entry names the file under pipeline/models that implements the
+model (its config class above its nn.Module) and the two classes in it; the file is imported when the model is
+asked for (`spec(name).config`, `.build`), so that a stage imports the code of its own model only, and its DVC
+deps list that code alone: `pipeline/models/deps/<name>/` links the files of the model's own import closure
+(`python -m pipeline.code` writes them; tests/test_consistency.py checks them). To add a model, write its file,
+add a table to registry.toml and a block under its family in params.yaml, and run `python -m pipeline.code`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Literal
 
 from torch import nn
@@ -48,36 +52,25 @@ class ModelSpec:
         return getattr(importlib.import_module(self.module_name), self.module_class)
 
 
-MODELS: dict[str, ModelSpec] = {
-    "pca": ModelSpec("autoencoder", "pca", "PCAConfig", "PCA", "PCA, the linear baseline (scikit-learn)"),
-    "linear": ModelSpec("autoencoder", "linear", "LinearConfig", "LinearAE", "linear autoencoder (= PCA's subspace)"),
-    "stacked": ModelSpec("autoencoder", "stacked", "StackedConfig", "Stacked", "stacked undercomplete autoencoder"),
-    "tied": ModelSpec("autoencoder", "tied", "TiedConfig", "Tied", "stacked autoencoder with tied weights"),
-    "greedy": ModelSpec("autoencoder", "greedy", "GreedyConfig", "Greedy",
-                        "stacked autoencoder trained greedily layer-wise"),
-    "recurrent": ModelSpec("autoencoder", "recurrent", "RecurrentConfig", "Recurrent",
-                           "LSTM sequence-to-vector-to-sequence"),
-    "conv": ModelSpec("autoencoder", "conv", "ConvConfig", "Conv", "convolutional autoencoder"),
-    "denoising_gaussian": ModelSpec("autoencoder", "denoising", "GaussianDenoisingConfig", "Denoising",
-                                    "denoising, Gaussian noise"),
-    "denoising_dropout": ModelSpec("autoencoder", "denoising", "DropoutDenoisingConfig", "Denoising",
-                                   "denoising, dropout noise"),
-    "sparse_l1": ModelSpec("autoencoder", "sparse", "L1SparseConfig", "Sparse", "sparse, L1 penalty"),
-    "sparse_kl": ModelSpec("autoencoder", "sparse", "KLSparseConfig", "Sparse", "sparse, KL-divergence penalty"),
-    "vae": ModelSpec("autoencoder", "vae", "VAEConfig", "VAE", "variational autoencoder"),
-    "gan": ModelSpec("gan", "gan", "MLPGANConfig", "MLPGAN", "the book's fully connected GAN"),
-    "dcgan": ModelSpec("gan", "dcgan", "DCGANConfig", "DCGAN", "deep convolutional GAN"),
-    "progan": ModelSpec("gan", "progan", "ProGANConfig", "ProGAN", "progressive growing GAN"),
-    "progan_no_growing": ModelSpec("gan", "progan", "ProGANNoGrowingConfig", "ProGAN", "ProGAN ablation: no growing"),
-    "progan_no_mbstd": ModelSpec("gan", "progan", "ProGANNoMbstdConfig", "ProGAN",
-                                 "ProGAN ablation: no minibatch stddev"),
-    "progan_no_eqlr": ModelSpec("gan", "progan", "ProGANNoEqualizedLRConfig", "ProGAN",
-                                "ProGAN ablation: no equalized LR"),
-    "progan_no_pixelnorm": ModelSpec("gan", "progan", "ProGANNoPixelNormConfig", "ProGAN",
-                                     "ProGAN ablation: no pixel norm"),
-    "stylegan": ModelSpec("gan", "stylegan", "StyleGANConfig", "StyleGAN", "style-based generator"),
-    "ddpm": ModelSpec("diffusion", "ddpm", "DDPMConfig", "DDPM", "denoising diffusion (DDPM, DDIM sampling)"),
-}
+REGISTRY = Path(__file__).with_name("registry.toml")
+
+
+def _load(path: Path) -> dict[str, ModelSpec]:
+    try:
+        table = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise StudyError(f"{path.name}: {e}") from e
+    fields = {f.name for f in dataclasses.fields(ModelSpec)}
+    for name, entry in table.items():
+        if not isinstance(entry, dict) or set(entry) != fields:
+            raise StudyError(f"{path.name}: [{name}] needs exactly the keys {', '.join(sorted(fields))}")
+        if entry["family"] not in PARAMS_BLOCK:
+            raise StudyError(f"{path.name}: [{name}] family '{entry['family']}' is not one of "
+                             f"{', '.join(PARAMS_BLOCK)}")
+    return {name: ModelSpec(**entry) for name, entry in table.items()}
+
+
+MODELS: dict[str, ModelSpec] = _load(REGISTRY)
 
 
 def run_name(name: str, seed: int) -> str:
