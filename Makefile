@@ -45,29 +45,23 @@ seeds: $(STAMP)
 		| tar -x -C reports/three-seeds --strip-components=1
 	@echo "wrote reports/three-seeds/README.md (experiment $(SEEDS_EXP))"
 
-# Equal tuning effort: the same learning-rate grid (lr_g = lr_d) for every GAN and ablation, one queued DVC
-# experiment per model and value at a selection seed (the first of pipeline/tuning.py's SELECTION_SEEDS, which no
-# reported number uses; SELECTION_SEED=<the second> reruns a close call), each running only that model's training
-# and evaluation, one at a time (2 cores),
-# then summarised into metrics/lr_sweep.json (commit it; the report's "Tuning effort" section shows it, and the
-# summary prints what the grid's rules ask next: a value beyond an end, a close call to rerun). SWEEP_MODELS /
+# Equal tuning effort: the same learning-rate grid for every generator (every GAN and ablation with lr_g = lr_d,
+# ddpm and the VAE with lr), one queued DVC experiment per model and value at a selection seed (the first of
+# pipeline/tuning.py's SELECTION_SEEDS, which no reported number uses; SELECTION_SEED=<the second> reruns a close
+# call), each running only that model's training and evaluation, one at a time (2 cores), then summarised into
+# metrics/lr_sweep.json (commit it; the report's "Tuning effort" section shows it, and the summary prints what the
+# grid's rules ask next: a value beyond an end, a close call to rerun). SWEEP_MODELS (default: every generator) /
 # LR_GRID narrow or widen it: new cells join those already in metrics/lr_sweep.json (same budget), so
 # `make sweep LR_GRID=0.1` adds a column. The grid is log-uniform on the 1-3-10 ladder.
 LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
-SWEEP_MODELS ?= $(shell $(BIN)/python -c "import yaml; print(' '.join(yaml.safe_load(open('params.yaml'))['gans']))" 2>/dev/null)
-FIRST_SELECTION_SEED := $(shell $(BIN)/python -c "from pipeline.tuning import SELECTION_SEEDS; print(SELECTION_SEEDS[0])" 2>/dev/null)
-SELECTION_SEED ?= $(FIRST_SELECTION_SEED)
-SWEEP_SUFFIX = $(if $(filter $(SELECTION_SEED),$(FIRST_SELECTION_SEED)),,-s$(SELECTION_SEED))
+SWEEP_MODELS ?=
+SELECTION_SEED ?=
 sweep: $(STAMP)
-	@for m in $(SWEEP_MODELS); do for lr in $(LR_GRID); do \
-		$(BIN)/dvc exp remove -q lr-$$m-$$lr$(SWEEP_SUFFIX) 2>/dev/null; \
-		$(BIN)/dvc exp run --queue -n lr-$$m-$$lr$(SWEEP_SUFFIX) -S 'seeds=[$(SELECTION_SEED)]' \
-			-S gans.$$m.lr_g=$$lr -S gans.$$m.lr_d=$$lr evaluate_gan@$$m-$(SELECTION_SEED) || exit 1; \
-	done; done
+	$(BIN)/python -m stages.sweep queue $(SWEEP_MODELS) --grid '$(LR_GRID)' $(if $(SELECTION_SEED),--seed $(SELECTION_SEED))
 	$(BIN)/dvc queue start -j 1
 	@while $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
 	$(BIN)/dvc queue status
-	$(BIN)/python -m stages.sweep
+	$(BIN)/python -m stages.sweep collect
 
 # Experiments side by side, readable: the headline metrics (reports/headline.json: `<model>.fid`, `.recall`,
 # `.test_mse`, `.probe_accuracy`, each with `_std`) and the params, only the columns whose values differ between the

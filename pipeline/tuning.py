@@ -1,9 +1,10 @@
-"""Equal tuning effort: one learning-rate grid, the same for every GAN and ablation, run as DVC experiments at a
-selection seed that no reported number uses.
+"""Equal tuning effort: one learning-rate grid, the same for every generator the report ranks (every GAN and
+ablation, the diffusion model and the VAE), run as DVC experiments at a selection seed that no reported number uses.
 
-`make sweep` queues one experiment per model and grid value (`dvc exp run --queue -n lr-<model>-<value>
--S seeds=[<selection seed>] -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>
-evaluate_gan@<model>-<selection seed>`: only that model's training and evaluation run, at the first of
+`make sweep` queues one experiment per model and grid value (`queue_commands`: `dvc exp run --queue -n
+lr-<model>-<value> -S seeds=[<selection seed>] -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>
+evaluate_gan@<model>-<selection seed>` for a GAN, `-S diffusion.ddpm.lr=<value> evaluate_diffusion@ddpm-<seed>`
+for a model with one learning rate: only that model's training and evaluation run, at the first of
 `SELECTION_SEEDS`), runs the queue (`dvc queue start`), then calls `collect` (through `python -m stages.sweep`),
 which reads each experiment's committed params and metrics from its
 git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the validation split (mean ± std
@@ -36,7 +37,7 @@ from typing import Any
 from pipeline import StudyError
 from pipeline.config import read_params
 from pipeline.io import write_json
-from pipeline.models import MODELS
+from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK
 
 SELECTION_SEEDS = (7, 8)  # the grid trains at the first, a close call is rerun at the second; the report refuses them
 NAME = re.compile(r"^lr-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+?)(?:-s(?P<seed>[0-9]+))?$")
@@ -60,8 +61,48 @@ def experiment_refs(root: Path) -> dict[str, str]:
     return refs
 
 
+LR_KEYS = ("lr_g", "lr_d", "lr")  # a GAN's two learning rates (swept together, lr_g = lr_d), or a model's one
+
+
+def swept(params: dict) -> dict[str, str]:
+    """The models the grid tunes, each with its params block: every GAN, and every generator of the other blocks
+    (the diffusion model; among the autoencoders, the VAE), in params.yaml's order."""
+    from pipeline.models.base import Generative
+
+    return {m: block for block in PARAMS_BLOCK.values() for m in (params.get(block) or {})
+            if block == "gans" or (m in MODELS and issubclass(MODELS[m].build, Generative))}
+
+
+def lr_keys(block: str) -> tuple[str, ...]:
+    """The params keys one grid value sets: a GAN's lr_g and lr_d, another generator's lr."""
+    return LR_KEYS[:2] if block == "gans" else LR_KEYS[2:]
+
+
+def learning_rate(model: str, block: str, model_params: dict) -> str:
+    """The learning rate params.yaml gives `model` (its config's default where the block leaves it out)."""
+    key = lr_keys(block)[0]
+    value = model_params.get(key)
+    if value is None and model in MODELS:
+        value = getattr(MODELS[model].config(), key)
+    return f"{float(value):g}"
+
+
+def queue_commands(models: dict[str, str], grid: list[float], seed: int, suffix: str = "") -> list[list[str]]:
+    """The `dvc exp run --queue` command of each grid cell of `models` (name -> params block): the model's learning
+    rate(s) set to the value, its evaluation stage at the selection seed as the target (its training runs with it,
+    nothing else)."""
+    out = []
+    for model, block in models.items():
+        stage = EVAL_STAGE[MODELS[model].family]
+        for value in grid:
+            sets = [a for key in lr_keys(block) for a in ("-S", f"{block}.{model}.{key}={value:g}")]
+            out.append(["dvc", "exp", "run", "--queue", "-n", f"lr-{model}-{value:g}{suffix}", "-S", f"seeds=[{seed}]",
+                        *sets, f"{stage}@{model}-{seed}"])
+    return out
+
+
 def _recipe(model_params: dict) -> dict:
-    return {k: v for k, v in model_params.items() if k not in ("lr_g", "lr_d")}
+    return {k: v for k, v in model_params.items() if k not in LR_KEYS}
 
 
 def _setting(model: str, model_params: dict, study_params: dict | None = None) -> str:
@@ -162,9 +203,10 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     reporting seed (or recording no seed: the protocol before selection seeds), are left out and named; each
     model's best, and what the rules ask next (`decide`), are taken from what is left."""
     left_out = list(left_out or [])
-    current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}
+    blocks = swept(params)
+    current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}
     reporting = set(params.get("seeds") or [])
-    used = {m: f"{float(params['gans'][m]['lr_g']):g}" for m in summary["results"] if m in current}
+    used = {m: learning_rate(m, blocks[m], params[blocks[m]][m]) for m in summary["results"] if m in current}
     results: dict[str, dict[str, dict]] = {}
     for model, cells in summary["results"].items():
         for value, cell in cells.items():
@@ -194,7 +236,8 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     if not refs:
         raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
-    current = {m: _setting(m, cfg, params) for m, cfg in params.get("gans", {}).items()}  # of another: left out
+    blocks = swept(params)
+    current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}  # of another: left out
     runs: dict[str, dict[str, dict[int, dict]]] = {}  # model -> value -> selection seed -> cell
     grid: set[float] = set()
     budget = None
@@ -204,17 +247,23 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         model, value = match["model"], float(match["value"])
         exp_params = read_params(_git(root, "show", f"{sha}:params.yaml"))
         seed = exp_params["seeds"][0]
-        lr = exp_params["gans"][model]
-        if float(lr["lr_g"]) != value or float(lr["lr_d"]) != value:
-            raise StudyError(f"experiment {name}: params.yaml has lr_g {lr['lr_g']}, lr_d {lr['lr_d']}, not {value}")
+        block = blocks.get(model) or next((b for b in PARAMS_BLOCK.values() if model in (exp_params.get(b) or {})),
+                                          None)
+        if block is None:
+            raise StudyError(f"experiment {name}: its params.yaml has no model '{model}'")
+        lr = exp_params[block][model]
+        rates = {k: lr.get(k) for k in lr_keys(block)}
+        if any(v is None or float(v) != value for v in rates.values()):
+            raise StudyError(f"experiment {name}: params.yaml has "
+                             f"{', '.join(f'{k} {v}' for k, v in rates.items())}, not {value:g}")
         budget = budget or exp_params["budget"]["images"]
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
         setting = _setting(model, lr, exp_params)
         if model in current and setting != current[model]:
-            now = _recipe(params["gans"][model])
+            now = _recipe(params[block][model])
             keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))
-            parts = [f"gans.{model} differs in {', '.join(keys)}"] if keys else []
+            parts = [f"{block}.{model} differs in {', '.join(keys)}"] if keys else []
             parts += [f"{b} differs" for b in ("ema", "data") if params.get(b) != exp_params.get(b)]
             left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
             continue

@@ -1,6 +1,8 @@
-"""`python -m stages.sweep`: collect the learning-rate sweep's DVC experiments into metrics/lr_sweep.json.
+"""`python -m stages.sweep`: the learning-rate sweep's DVC experiments. `queue` puts one experiment per model and
+grid value in DVC's queue (every generator of params.yaml by default), `collect` reads the finished ones into
+metrics/lr_sweep.json.
 
-Not a pipeline stage (and not imported by one): `make sweep` queues and runs the experiments, then calls this.
+Not a pipeline stage (and not imported by one): `make sweep` queues, runs the queue, then collects.
 """
 
 from __future__ import annotations
@@ -13,6 +15,47 @@ import typer
 from stages import one_line_errors, study_root
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+@one_line_errors
+def queue(models: list[str] = typer.Argument(None, help="Models to sweep (default: every generator of params.yaml)."),
+          grid: str = typer.Option("0.0003 0.001 0.003 0.01 0.03", help="Learning rates, space-separated."),
+          seed: int = typer.Option(None, help="The selection seed (default: the first of pipeline.tuning's)."),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the commands instead of queueing.")) -> None:
+    """Queue one DVC experiment per model and grid value (`lr-<model>-<value>`, `-s<seed>` at the second selection
+    seed), replacing an experiment of that name; `dvc queue start` runs them."""
+    import subprocess
+
+    from pipeline import StudyError
+    from pipeline.config import read_params
+    from pipeline.tuning import SELECTION_SEEDS, queue_commands, swept
+
+    params = read_params((study_root() / "params.yaml").read_text())
+    tuned = swept(params)
+    for m in models or []:
+        if m not in tuned:
+            raise StudyError(f"'{m}' is not a generator of params.yaml; the sweep tunes {', '.join(tuned)}")
+    seed = SELECTION_SEEDS[0] if seed is None else seed
+    if seed not in SELECTION_SEEDS:
+        raise StudyError(f"--seed {seed} is not a selection seed ({', '.join(map(str, SELECTION_SEEDS))}): a grid "
+                         "cell at a reporting seed would be both the choice and the result")
+    try:
+        values = sorted({float(v) for v in grid.split()})
+    except ValueError:
+        raise StudyError(f"--grid '{grid}': learning rates, space-separated numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise StudyError(f"--grid '{grid}': at least one learning rate, each above 0")
+    suffix = "" if seed == SELECTION_SEEDS[0] else f"-s{seed}"
+    for cmd in queue_commands({m: tuned[m] for m in models or tuned}, values, seed, suffix):
+        if dry_run:
+            typer.echo(" ".join(cmd))
+            continue
+        subprocess.run(["dvc", "exp", "remove", "-q", cmd[cmd.index("-n") + 1]], cwd=study_root(),
+                       capture_output=True)  # an earlier run of this cell, if any
+        done = subprocess.run(cmd, cwd=study_root())
+        if done.returncode:
+            raise StudyError(f"{' '.join(cmd)} failed (exit {done.returncode})")
 
 
 @app.command()

@@ -210,22 +210,27 @@ def test_a_model_edit_reruns_that_model_only(study, edited, models):
 
 
 def test_the_learning_rate_sweep_runs_as_queued_experiments_at_the_selection_seed(study):
-    """`make sweep` on one model and a two-value grid: queued DVC experiments at the selection seed (that model's
-    stages only), run by `dvc queue start`, collected from their git refs into metrics/lr_sweep.json, which the
-    report's Tuning effort section shows."""
+    """`make sweep` on a GAN (lr_g = lr_d) and the VAE (lr) and a two-value grid: queued DVC experiments at the
+    selection seed (each model's stages only), run by `dvc queue start`, collected from their git refs into
+    metrics/lr_sweep.json, which the report's Tuning effort section shows."""
     repo, env, _ = study
     bin_dir = Path(sys.executable).parent
     sh("git", "add", "-A", cwd=repo, env=env)  # a commit of its own: `dvc exp show` lists the experiments of HEAD
     sh("git", "commit", "--allow-empty", "-qm", "before the sweep", cwd=repo, env=env)
-    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan", "LR_GRID=0.001 0.003", cwd=repo, env=env)
+    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan vae", "LR_GRID=0.001 0.003", cwd=repo,
+       env=env)
     summary = json.loads((repo / "metrics" / "lr_sweep.json").read_text())
     assert summary["grid"] == ["0.001", "0.003"] and summary["budget_images"] == 800
     used = yaml.safe_load((repo / "params.yaml").read_text())["gans"]["gan"]["lr_g"]  # what the study itself uses
     assert set(summary["results"]["gan"]) == {"0.001", "0.003"} and summary["used"]["gan"] == f"{float(used):g}"
     assert summary["best"]["gan"] in ("0.001", "0.003")
+    vae = yaml.safe_load((repo / "params.yaml").read_text())["autoencoders"]["vae"]["lr"]
+    assert set(summary["results"]["vae"]) == {"0.001", "0.003"} and summary["used"]["vae"] == f"{float(vae):g}"
+    assert all(c["fid"] > 0 for c in summary["results"]["vae"].values())  # the VAE's samples, validation FID
     sh("dvc", "repro", "report", cwd=repo, env=env)
     report = (repo / "reports" / "README.md").read_text()
-    assert "## Tuning effort" in report and "| gan |" in report.split("## Tuning effort")[1]
+    tuning = report.split("## Tuning effort")[1].split("\n## ")[0]
+    assert "| gan |" in tuning and "| vae |" in tuning
 
     cells = summary["results"]["gan"]  # each cell's validation FID, read from its experiment's metrics/gan-7.json
     assert cells["0.001"]["fid"] != cells["0.003"]["fid"] and all(c["seeds"] == [7] for c in cells.values())

@@ -178,6 +178,30 @@ def test_stylegan_ablations_remove_the_mapping_the_constant_and_the_noise():
     assert count(no_mapping) < count(full) and count(no_noise) < count(full)
 
 
+def test_stylegan_mixed_samples_take_each_image_s_styles_from_k_latents_in_contiguous_runs():
+    """The paper's Table 2 protocol: k latents per image, switched at k - 1 distinct random layers; one latent is
+    the plain sample (same draw, same noise)."""
+    torch.manual_seed(0)
+    model = StyleGAN(StyleGANConfig(), SHAPE).eval()
+    layers = model.ema.n_layers
+    for k in (1, 2, 4):
+        ws = model.mixed_styles(50, k, torch.Generator().manual_seed(3))
+        w = model.ema.map(model.latent(50 * k, torch.Generator().manual_seed(3))).view(k, 50, -1)
+        assert ws.shape == (50, layers, w.shape[2])
+        for i in range(50):
+            which = [int((w[:, i] == ws[i, j]).all(1).nonzero()[0]) for j in range(layers)]  # the latent each layer uses
+            assert which == sorted(which) and set(which) == set(range(k)), (k, which)  # k contiguous runs, in order
+    cuts = {tuple(int(j) for j in (ws[i, 1:] != ws[i, :-1]).any(1).nonzero()) for i in range(50)}
+    assert len(cuts) > 10  # the crossover layers differ between images
+    torch.manual_seed(5)
+    mixed = model.sample_mixed(6, 1, torch.Generator().manual_seed(9))
+    torch.manual_seed(5)
+    plain = model.sample(6, torch.Generator().manual_seed(9))
+    assert torch.equal(mixed, plain)
+    with pytest.raises(ValueError, match="latents: 1 to"):
+        model.mixed_styles(2, layers + 1, torch.Generator())
+
+
 def test_stylegan_truncation_mixing_and_mapping_learning_rate():
     cfg = StyleGANConfig()
     model = StyleGAN(cfg, SHAPE).eval()

@@ -20,7 +20,7 @@ def _study(results: dict, used: dict) -> SimpleNamespace:
     grid = sorted({v for r in results.values() for v in r}, key=float)
     t = {"grid": grid, "budget_images": 64000, "results": results, "best": {m: d["best"] for m, d in decided.items()},
          "used": used, "next": {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items()}}
-    return SimpleNamespace(tuning=t, family=lambda family: list(results))
+    return SimpleNamespace(tuning=t, metrics={m: {} for m in results})
 
 
 def _cell(fid: float, std: float, classes: int = 10, seeds: tuple = (7,)) -> dict:
@@ -86,11 +86,11 @@ def test_no_study_run_is_a_grid_cell_and_no_selection_run_is_reported(tmp_path):
     assert t["best"] == {"b": "0.001"} and t["used"] == {"a": "0.01", "b": "0.001"}
     assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01", "the cell b at 0.003 (run at a reporting "
                              "seed)", "the cell b at 0.03 (run at a reporting seed)"]
-    text = tuning(SimpleNamespace(tuning=t, family=lambda family: ["a", "b"]))
+    text = tuning(SimpleNamespace(tuning=t, metrics={"a": {}, "b": {}}))
     assert "| b | 200 ± 5 (10) | 300 ± 5 (10) | 0.001 | 0.001 | yes |" in text
     assert "or at a reporting seed" in text and "the cell b at 0.003 (run at a reporting seed)" in text
     empty = tuning(SimpleNamespace(tuning=settle({**summary, "results": {"a": summary["results"]["a"]}}, params,
-                                                 tmp_path), family=lambda family: ["a", "b"]))
+                                                 tmp_path), metrics={"a": {}, "b": {}}))
     assert "No cell of the grid stands for the study's current setting: run `make sweep`." in empty
 
 
@@ -233,7 +233,11 @@ def _lecture_study(tmp_path, seeds=(42, 43, 44)) -> SimpleNamespace:
               "gan": {**gan, "fid": 370.0}, "dcgan": {**gan, "fid": 100.0}, "progan": gan,
               "progan_no_growing": {**gan, "train_seconds": 260.0}, "progan_no_mbstd": {**gan, "recall": 0.2},
               "stylegan": {**gan, "noise_pixel_std": 0.002, "separability_w": 3.0, "separability_z": 6.0,
-                           "ppl_w_full": 48.0, "ppl_z_full": 39.0}}
+                           "ppl_w_full": 48.0, "ppl_z_full": 39.0, "fid_mixed_1": 150.0, "fid_mixed_2": 220.0,
+                           "fid_mixed_3": 250.0, "fid_mixed_4": 280.0},  # mixing costs 100 without the regularizer
+              "stylegan_no_mapping": {**gan, "separability_w": 6.0}, "stylegan_no_const": {**gan, "fid": 200.0},
+              "stylegan_mixing": {**gan, "fid_mixed_1": 160.0, "fid_mixed_2": 170.0, "fid_mixed_3": 175.0,
+                                  "fid_mixed_4": 180.0}}  # and 15 with it
     by_seed = {}
     for n, m in models.items():
         by_seed[n] = {}
@@ -272,7 +276,12 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
     assert verdict["Mapping network: in W the factors of variation become more linear"] == "holds"  # 3 against 6
     assert verdict["Mapping network: in W the factors of variation become more linear (smoother paths)"] == \
         "contradicted"  # 48 against 39 with a 1 % spread: separated, the other way
-    assert verdict["Constant input: increase performance empirically"] == "not measured yet"
+    assert verdict["Constant input: increase performance empirically"] == "holds"  # FID 150 against 200
+    assert verdict["Mapping network: in W the factors of variation become more linear (against no mapping network)"] \
+        == "holds"  # separability 3 against 6
+    mixing = rows["Style mixing (mixing regularization) reduces the correlation between adjacent layers"]
+    assert mixing["verdict"] == "holds" and "2 to 4 latents" in mixing["experiment"]
+    assert mixing["evidence"].startswith("mixing on 14.8 / 15 / 15.2 against mixing off 99 / 100 / 101")
 
     for s in study.seeds:  # a metrics change turns the verdict: now dcgan is the worse of the two
         study.by_seed["dcgan"][s]["fid"] = 600.0 + s
@@ -282,7 +291,7 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
 
     text = lecture(study)
     assert SECTIONS[1] is lecture and text.startswith("## What the lecture claims")  # first after the header
-    assert "Holm-corrected over the 11 tested claims" in text and "| contradicted |" in text
+    assert "Holm-corrected over the 14 tested claims" in text and "| contradicted |" in text
     for s in study.seeds:  # a profile that does not measure a claim's metric (few_labels without 100)
         del study.by_seed["stacked"][s]["few_label_finetuned_100"]
     row = {r["said"]: r for r in verdicts(study)}["[A stacked autoencoder] can be used for pre-trained model"]
@@ -339,3 +348,33 @@ def test_results_csv_has_one_row_per_number(tmp_path):
     assert [(r["sample_set"], r["metric"], r["value"]) for r in rows if r["metric"] == "fid"] == \
            [("", "fid", "101.5"), ("0", "fid", "100.0"), ("1", "fid", "103.0")]
     assert {r["metric"] for r in rows} == {"classes_covered", "fid", "test_mse"}  # text and flags are not numbers
+
+
+def test_style_mixing_table_has_a_column_per_number_of_latents(tmp_path):
+    from pipeline.report.sections import style_mixing
+
+    study = _lecture_study(tmp_path)
+    study.cfg.evaluate = SimpleNamespace(n_generated=1000)
+    text = style_mixing(study)
+    assert text.startswith("## Style mixing: FID of images mixed from several latents")
+    assert "| model | mixing_prob (training) | 1 latent | 2 latents | 3 latents | 4 latents |" in text
+    assert "| stylegan | 0 | 148.5 | 217.8 | 247.5 | 277.2 |" in text and "| stylegan_mixing |" in text
+    assert "| dcgan |" not in text  # only style-based generators mix
+    for n in ("stylegan", "stylegan_mixing"):
+        del study.metrics[n]
+    assert style_mixing(study) is None
+
+
+def test_the_grid_tunes_every_generator_by_its_own_learning_rate_keys(params_raw):
+    """Equal tuning effort: every GAN (lr_g = lr_d), ddpm and the VAE (lr) get the same grid; an autoencoder that
+    does not generate gets none. Each cell runs that model's evaluation stage at the selection seed."""
+    from pipeline.tuning import queue_commands, swept
+
+    tuned = swept(params_raw)
+    assert set(tuned) == {*params_raw["gans"], *params_raw["diffusion"], "vae"}
+    commands = [" ".join(c) for c in queue_commands({m: tuned[m] for m in ("vae", "dcgan", "ddpm")}, [0.001], 7)]
+    assert commands == [
+        "dvc exp run --queue -n lr-vae-0.001 -S seeds=[7] -S autoencoders.vae.lr=0.001 evaluate_ae@vae-7",
+        "dvc exp run --queue -n lr-dcgan-0.001 -S seeds=[7] -S gans.dcgan.lr_g=0.001 -S gans.dcgan.lr_d=0.001 "
+        "evaluate_gan@dcgan-7",
+        "dvc exp run --queue -n lr-ddpm-0.001 -S seeds=[7] -S diffusion.ddpm.lr=0.001 evaluate_diffusion@ddpm-7"]

@@ -3,9 +3,9 @@
 An autoencoder gets reconstruction metrics and a reconstruction grid on the test split; a generative model (the
 VAE, every GAN, every diffusion model) gets FID, KID, precision/recall and class coverage against the test split
 (FID against the train and validation splits beside it), as mean and spread over disjoint sample sets, the
-memorization check, the time its sampling takes per 1,000 images, and a sample grid; a diffusion model also gets
-FID, recall and coverage against its number of sampling steps, on the validation split (the screen its sampler's
-settings are chosen from). The floor (training images scored as if generated, the same code) comes with the
+memorization check, the time its sampling takes per 1,000 images, and a sample grid; a style-based generator also
+gets the FID of images mixed from 1 to 4 latents; a diffusion model also gets FID, recall and coverage against its
+number of sampling steps, on the validation split (the screen its sampler's settings are chosen from). The floor (training images scored as if generated, the same code) comes with the
 evaluator.
 """
 
@@ -20,8 +20,8 @@ from pipeline.clock import CLOCK
 from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
-from pipeline.evaluate.metrics import (RealSet, autoencoder_metrics, classifier, draw, embed, generative_metrics_sets,
-                                      memorization, references, set_metrics, tsne_map)
+from pipeline.evaluate.metrics import (Gaussian, RealSet, autoencoder_metrics, classifier, draw, embed, fid,
+                                      generative_metrics_sets, memorization, references, set_metrics, tsne_map)
 from pipeline.evaluate.paths import latent_metrics
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
@@ -120,6 +120,8 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
             metrics.update(own.metrics)
             grids.update(own.grids)
             arrays.update(own.arrays)
+        if hasattr(model, "sample_mixed"):  # a style-based generator: styles from several latents
+            metrics.update(_charged("metrics", mixing_fids, model, net, references(data)[0].to(device), cfg))
         n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
         t0 = time.perf_counter()
         fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
@@ -163,6 +165,21 @@ def steps_sweep(model: Diffusion, net: EvaluatorNet, x_val: torch.Tensor, cfg: S
                            ("recall", m["recall"]), ("classes", m["classes_covered"]),
                            ("seconds_per_1000", round(seconds * 1000 / n, 3))):
             out[f"sweep_{key}"].append(value)
+    return out
+
+
+MIXED_LATENTS = (1, 2, 3, 4)  # the StyleGAN paper's Table 2
+
+
+def mixing_fids(model, net: EvaluatorNet, real: torch.Tensor, cfg: StudyConfig) -> dict[str, float]:
+    """FID of images styled by 1 to 4 latents switched at random crossover layers (`sample_mixed`, the StyleGAN
+    paper's Table 2), each on `n_generated` images from one seeded draw against the test split: `fid_mixed_<k>`.
+    Mixing regularization claims to keep the FID of mixed images close to that of plain ones."""
+    reals = RealSet(net, real)
+    out = {}
+    for k in MIXED_LATENTS:
+        images = draw(_Steps(lambda n, g, k=k: model.sample_mixed(n, k, g)), cfg.evaluate.n_generated, cfg.seed + 7)
+        out[f"fid_mixed_{k}"] = fid(reals.gaussian, Gaussian(embed(net, images)[0]))
     return out
 
 

@@ -16,8 +16,9 @@ Lecture 03, "StyleGAN", each mechanism as in the paper:
 - noise inputs: per-pixel Gaussian noise added after each convolution, with a learned strength per channel
   (`noise_inputs: false` removes them);
 - style mixing regularisation: for `mixing_prob` of the batches two latents are mapped and the layers switch
-  from the first w to the second at a random crossover layer (the paper: 0.9; params.yaml says what it costs at
-  this study's budget);
+  from the first w to the second at a random crossover layer (the paper: 0.9; the study's `stylegan_mixing`
+  trains with it, `stylegan` without); `sample_mixed` draws images whose styles come from several latents, the
+  paper's test of the claim;
 - truncation trick: at sampling, w is pulled toward the running mean w_avg: w' = w_avg + psi (w - w_avg).
 No progressive growing (the paper kept ProGAN's; the ProGAN model of this study shows it). The discriminator
 is ProGAN's (minibatch stddev, equalized learning rate); loss: non-saturating with R1 penalty on reals, as the
@@ -73,6 +74,18 @@ class StyleGANConfig(GANTraining):
             raise ValueError(f"batch_size: a multiple of {group}, the minibatch-stddev group of the discriminator; "
                              f"got {self.batch_size}")
         return self
+
+
+class StyleGANNoMappingConfig(StyleGANConfig):  # the ablations of the lecture's claims, one mechanism off each
+    mapping_layers: int = Field(0, ge=0, le=16)
+
+
+class StyleGANNoConstConfig(StyleGANConfig):
+    const_input: bool = False
+
+
+class StyleGANNoNoiseConfig(StyleGANConfig):
+    noise_inputs: bool = False
 
 
 class StyleLayer(nn.Module):
@@ -194,6 +207,30 @@ class StyleGAN(GAN):
             return self.crop(ema.synthesis(ema.truncate(ws, ema.psi) if ema.psi != 1.0 else ws)).clamp(0, 1)
 
         return {**super().latent_spaces(), "w": LatentSpace(lambda n, g: ema.map(self.latent(n, g)), "lerp", from_w)}
+
+    @torch.no_grad()
+    def mixed_styles(self, n: int, latents: int, generator: torch.Generator) -> Tensor:
+        """(n, layers, w): each image's styles from `latents` latents (the paper's Table 2), the layers switching
+        from one w to the next at latents - 1 crossover layers, distinct and drawn at random per image; truncated
+        as the study's samples are. latents = 1 is a plain sample's styles."""
+        ema, n_layers = self.ema, self.ema.n_layers
+        if not 1 <= latents <= n_layers:
+            raise ValueError(f"latents: 1 to {n_layers} (one per style layer at most); got {latents}")
+        w = ema.map(self.latent(n * latents, generator)).view(latents, n, -1)  # (latents, n, w)
+        cuts = torch.rand(n, n_layers - 1, generator=generator).argsort(1)[:, : latents - 1] + 1  # (n, latents - 1)
+        which = (torch.arange(n_layers)[None, :, None] >= cuts[:, None, :]).sum(2).to(w.device)  # (n, layers)
+        ws = w.permute(1, 0, 2).gather(1, which[:, :, None].expand(-1, -1, w.shape[2]))  # latent `which` per layer
+        return ema.truncate(ws, ema.psi) if ema.psi != 1.0 else ws
+
+    @torch.no_grad()
+    def sample_mixed(self, n: int, latents: int, generator: torch.Generator) -> Tensor:
+        """n images in [0, 1] styled by `latents` latents each (`mixed_styles`): the moving-average generator with
+        fresh noise."""
+        was_training = self.ema.training
+        self.ema.eval()
+        images = self.crop(self.ema.synthesis(self.mixed_styles(n, latents, generator))).clamp(0, 1)
+        self.ema.train(was_training)
+        return images
 
     @torch.no_grad()
     def _images(self, ws: Tensor, noise: list[Tensor] | None) -> Tensor:

@@ -113,11 +113,21 @@ def _noise(study: Study) -> str | None:
             "*stochastic variation* figure)")
 
 
-def _mixing(study: Study) -> str | None:
-    if "stylegan" not in study.metrics:
-        return None
-    p = study.cfg.model("stylegan").mixing_prob
-    return f"`stylegan` trains with mixing_prob {p:g}" + ("" if p else ": the mechanism is off in the study")
+def _mixed_counts(m: dict) -> list[int]:
+    """The numbers of latents the evaluation mixed images from (`fid_mixed_<k>`, pipeline/evaluate/run.py)."""
+    return sorted(int(k.rsplit("_", 1)[1]) for k in m if k.startswith("fid_mixed_"))
+
+
+def _mixing_cost(m: dict) -> float:
+    """FID's rise from images of one latent to images mixed from several (the mean over every k > 1)."""
+    one = m["fid_mixed_1"]  # a KeyError: not measured (a model without styles)
+    mixed = [m[f"fid_mixed_{k}"] for k in _mixed_counts(m) if k > 1]
+    return sum(mixed) / len(mixed) - one
+
+
+def _mixed_text(study: Study) -> str:
+    counts = [k for k in _mixed_counts(study.metrics.get("stylegan", {})) if k > 1]
+    return f"{counts[0]} to {counts[-1]}" if counts else "several"
 
 
 def claims(study: Study) -> list[Claim]:
@@ -183,13 +193,24 @@ def claims(study: Study) -> list[Claim]:
               "`stylegan`: perceptual path length, full-path sampling, in W (lerp) against in Z (slerp), in the "
               "evaluator's features (*W against Z*)", "difference",
               Side("stylegan", _key("ppl_w_full"), "W"), Side("stylegan", _key("ppl_z_full"), "Z"), expect="lower"),
+        Claim("Mapping network: in W the factors of variation become more linear (against no mapping network)",
+              "`stylegan`'s W against `stylegan_no_mapping`'s (w is the normalised z): linear separability, as in "
+              "the StyleGAN paper's table of mapping depths (*W against Z*)", "difference",
+              Side("stylegan", _key("separability_w"), "mapping"),
+              Side("stylegan_no_mapping", _key("separability_w"), "no mapping"), expect="lower"),
         Claim("Constant input: increase performance empirically",
-              "`stylegan` against the same StyleGAN started from a learned projection of w (`const_input: false`, "
-              "a variant the study does not train yet)", "unmeasured"),
+              "`stylegan` against `stylegan_no_const` (the synthesis starts from a learned projection of w): FID "
+              "(*Ablation*)", "difference",
+              Side("stylegan", _key("fid"), "constant"), Side("stylegan_no_const", _key("fid"), "projection"),
+              expect="lower"),
         Claim("Noise inputs control stochastic variation",
               "`stylegan`: the spread of images of one w under new noise", "shown", evidence=_noise),
         Claim("Style mixing (mixing regularization) reduces the correlation between adjacent layers",
-              "FID of images mixed from 1 to 4 latents, mixing on against off", "unmeasured", evidence=_mixing),
+              "`stylegan_mixing` (mixing regularization on) against `stylegan` (off): how much FID rises when each "
+              f"image's styles come from {_mixed_text(study)} latents switched at random layers (the mean of those "
+              "FIDs minus the FID of images of one latent; the paper's Table 2)", "difference",
+              Side("stylegan_mixing", _mixing_cost, "mixing on"), Side("stylegan", _mixing_cost, "mixing off"),
+              expect="lower"),
     ]
 
 

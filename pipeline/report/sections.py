@@ -16,6 +16,7 @@ from pipeline.report.claims import FEW_LABELS, verdicts
 from pipeline.report.stats import family
 from pipeline.rules import ALPHA, BLOW_UP, COLLAPSE, MIN_SEEDS, most_collapsed
 from pipeline.rules import collapsed as is_collapsed
+from pipeline.tuning import LR_KEYS
 
 Fmt = Callable[[Any], str]
 
@@ -724,12 +725,13 @@ def tuning(study: Study) -> str | None:
     t = study.tuning
     if not t:
         return None
-    names = [n for n in study.family("gan") if n in t["results"]]
+    names = [n for n in study.metrics if n in t["results"]]
     from pipeline.tuning import SELECTION_SEEDS as seeds
     head = [
         "## Tuning effort",
         "",
-        f"The same learning-rate grid (lr_g = lr_d) for every GAN and ablation, each value one DVC experiment at the "
+        f"The same learning-rate grid for every generator (a GAN's lr_g = lr_d, the lr of ddpm and the VAE), each "
+        f"value one DVC experiment at the "
         f"study's budget of {t['budget_images']:,} images, trained at the selection seed {seeds[0]} (`make sweep`), "
         "which no reported number uses: the tables above come from the reporting seeds, so no model is reported on "
         "the run its value was picked from. The best value is the one of lowest mean FID against the validation "
@@ -796,7 +798,7 @@ def choices(study: Study) -> str | None:
             if value == default:
                 continue
             cells = len(t.get("results", {}).get(n, {}))
-            source = ("set in params.yaml; no screen stored" if key not in ("lr_g", "lr_d") or n not in swept else
+            source = ("set in params.yaml; no screen stored" if key not in LR_KEYS or n not in swept else
                       "learning-rate grid (*Tuning effort*)" if cells > 1 else
                       "learning-rate grid of an earlier setting (its cells left out in *Tuning effort*)")
             rows.append({"model": n, "key": key, "value": str(value), "default": str(default), "source": source})
@@ -908,6 +910,29 @@ def latent_paths(study: Study) -> str | None:
         "by the evaluator, the more confident half kept; for each class a linear SVM on the latent splits "
         "\"this class\" from the rest, and the score is exp of the summed entropy of the label left on each side "
         "(1: every class a half-space; lower is more linear).",
+        "",
+    ])
+
+
+def style_mixing(study: Study) -> str | None:
+    """FID of images styled by several latents (the StyleGAN paper's Table 2), for every style-based generator."""
+    names = study.having("fid_mixed_1")
+    if not names:
+        return None
+    counts = sorted(int(k.rsplit("_", 1)[1]) for k in study.metrics[names[0]] if k.startswith("fid_mixed_"))
+    rows = [{"model": n, "mixing_prob": study.cfg.model(n).mixing_prob, **study.metrics[n]} for n in names]
+    return "\n".join([
+        "## Style mixing: FID of images mixed from several latents",
+        "",
+        table([("model", "model", str), ("mixing_prob (training)", "mixing_prob", _sig),
+               *[(f"{k} latent{'s' if k > 1 else ''}", f"fid_mixed_{k}", _num(1)) for k in counts]], rows),
+        "",
+        "In the column of k latents, each image's style layers take their w from k latents, switched at k − 1 "
+        "crossover layers drawn at random per image (the StyleGAN paper's Table 2); FID against the test "
+        f"split on {study.cfg.evaluate.n_generated:,} images a column, one draw (the column of one latent is a plain "
+        "sample of the same size, so it differs from *Generative quality*'s mean over sample sets by sampling noise). "
+        "Mixing regularization trains with such mixes, so that the FID of mixed images should rise less; the test of "
+        "that claim is in *What the lecture claims*.",
         "",
     ])
 
@@ -1064,4 +1089,4 @@ def _half(arrays: dict[str, list], kind: str) -> int:
 
 SECTIONS = [header, lecture, findings, autoencoders, linear_vs_pca, greedy, denoising, sparsity, variational, codings_maps,
             pretraining, generative, recipes, budget_curves, diffusion, mode_collapse, tuning, choices, variants, growth,
-            latent_paths, gan_analyses, gan_curves, time_profile]
+            latent_paths, style_mixing, gan_analyses, gan_curves, time_profile]
