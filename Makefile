@@ -52,12 +52,16 @@ seeds: $(STAMP)
 # metrics/lr_sweep.json (commit it; the report's "Tuning effort" section shows it, and the summary prints what the
 # grid's rules ask next: a value beyond an end, a close call to rerun). SWEEP_MODELS (default: every generator) /
 # LR_GRID narrow or widen it: new cells join those already in metrics/lr_sweep.json (same budget), so
-# `make sweep LR_GRID=0.1` adds a column. The grid is log-uniform on the 1-3-10 ladder.
+# `make sweep LR_GRID=0.1` adds a column. The grid is log-uniform on the 1-3-10 ladder. SWEEP_STAGE=batch: then
+# batch sizes 16, 32 and 64 at each model's best learning rate (if one wins, set it in params.yaml and rerun the
+# learning rate's neighbours there: the summary prints the command).
 LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
+SWEEP_STAGE ?= lr
 SWEEP_MODELS ?=
 SELECTION_SEED ?=
 sweep: $(STAMP)
-	$(BIN)/python -m stages.sweep queue $(SWEEP_MODELS) --grid '$(LR_GRID)' $(if $(SELECTION_SEED),--seed $(SELECTION_SEED))
+	$(BIN)/python -m stages.sweep queue $(SWEEP_MODELS) --stage $(SWEEP_STAGE) --grid '$(LR_GRID)' \
+		$(if $(SELECTION_SEED),--seed $(SELECTION_SEED))
 	$(BIN)/dvc queue start -j 1
 	@while $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
 	$(BIN)/dvc queue status

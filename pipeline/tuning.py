@@ -22,6 +22,14 @@ validation FID; a best value at an end of the grid extends it by one step on the
 prints the command); where the best cell is not ahead of the runner-up by more than its own sample-set spread,
 both are rerun at the second selection seed (experiments `lr-<model>-<value>-s<seed>`) and the mean over the
 selection seeds decides.
+
+Then the batch-size stage (`make sweep SWEEP_STAGE=batch`): batch sizes 16, 32 and 64 (`BATCH_GRID`) at each
+model's best learning rate, experiments `bs-<model>-<batch>` (the batch size params.yaml uses is the learning-rate
+grid's cell, the same run). Its cells' setting leaves the batch size free; the best batch is the lowest validation
+FID, a close call goes to the second selection seed as above, and where a batch size other than params.yaml's
+wins, the rules ask for it to be set and for the learning rate's two neighbours to be run at it (a cell of the
+batch-size stage at the batch size in use counts in the learning-rate grid, so the grid at the new batch has
+three cells, and its own rules go on from there).
 """
 
 from __future__ import annotations
@@ -40,7 +48,8 @@ from pipeline.io import write_json
 from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK
 
 SELECTION_SEEDS = (7, 8)  # the grid trains at the first, a close call is rerun at the second; the report refuses them
-NAME = re.compile(r"^lr-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+?)(?:-s(?P<seed>[0-9]+))?$")
+NAME = re.compile(r"^(?P<kind>lr|bs)-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+?)(?:-s(?P<seed>[0-9]+))?$")
+BATCH_GRID = (16, 32, 64)  # the batch-size stage, at the best learning rate
 
 
 def _git(root: Path, *args: str) -> str:
@@ -87,36 +96,45 @@ def learning_rate(model: str, block: str, model_params: dict) -> str:
     return f"{float(value):g}"
 
 
-def queue_commands(models: dict[str, str], grid: list[float], seed: int, suffix: str = "") -> list[list[str]]:
-    """The `dvc exp run --queue` command of each grid cell of `models` (name -> params block): the model's learning
-    rate(s) set to the value, its evaluation stage at the selection seed as the target (its training runs with it,
-    nothing else)."""
+def queue_commands(models: dict[str, str], grid: list[float], seed: int, suffix: str = "",
+                   batches: dict[str, list[int]] | None = None) -> list[list[str]]:
+    """The `dvc exp run --queue` command of each grid cell of `models` (name -> params block), its evaluation stage
+    at the selection seed as the target (its training runs with it, nothing else). The learning-rate stage: one
+    experiment per value of `grid` (`lr-<model>-<value>`). The batch-size stage (`batches`: model -> batch sizes;
+    `grid`: one learning rate per model, in the same order): `bs-<model>-<batch>` at that learning rate."""
     out = []
-    for model, block in models.items():
+    for i, (model, block) in enumerate(models.items()):
         stage = EVAL_STAGE[MODELS[model].family]
-        for value in grid:
-            sets = [a for key in lr_keys(block) for a in ("-S", f"{block}.{model}.{key}={value:g}")]
-            out.append(["dvc", "exp", "run", "--queue", "-n", f"lr-{model}-{value:g}{suffix}", "-S", f"seeds=[{seed}]",
-                        *sets, f"{stage}@{model}-{seed}"])
+        cells = ([(f"lr-{model}-{v:g}", v, None) for v in grid] if batches is None else
+                 [(f"bs-{model}-{b}", grid[i], b) for b in batches[model]])
+        for name, lr, batch in cells:
+            sets = [a for key in lr_keys(block) for a in ("-S", f"{block}.{model}.{key}={lr:g}")]
+            if batch is not None:
+                sets += ["-S", f"{block}.{model}.batch_size={batch}"]
+            out.append(["dvc", "exp", "run", "--queue", "-n", f"{name}{suffix}", "-S", f"seeds=[{seed}]", *sets,
+                        f"{stage}@{model}-{seed}"])
     return out
 
 
-def _recipe(model_params: dict) -> dict:
-    return {k: v for k, v in model_params.items() if k not in LR_KEYS}
+FREE = {"lr": LR_KEYS, "bs": (*LR_KEYS, "batch_size")}  # what a stage's cells may differ in: the rest is the setting
 
 
-def _setting(model: str, model_params: dict, study_params: dict | None = None) -> str:
-    """A short hash of a model's params other than the swept learning rates, defaults filled in by the model's
-    config (so `batch_size: 32` written out and left to its default of 32 are one setting); params the model's
-    config no longer accepts are a setting of their own. The study-wide blocks a GAN trains and is judged with
-    (`ema`, and `data`: the splits) count too, read from `study_params` (params.yaml as a whole) with their
-    defaults."""
+def _recipe(model_params: dict, free: tuple[str, ...] = LR_KEYS) -> dict:
+    return {k: v for k, v in model_params.items() if k not in free}
+
+
+def _setting(model: str, model_params: dict, study_params: dict | None = None, free: tuple[str, ...] = LR_KEYS) -> str:
+    """A short hash of a model's params other than the swept ones (`free`: the learning rates; in the batch-size
+    stage, the batch size too), defaults filled in by the model's config (so `batch_size: 32` written out and left
+    to its default of 32 are one setting); params the model's config no longer accepts are a setting of their own.
+    The study-wide blocks a GAN trains and is judged with (`ema`, and `data`: the splits) count too, read from
+    `study_params` (params.yaml as a whole) with their defaults."""
     from pipeline.config import DataConfig, EMAConfig
 
-    recipe: Any = _recipe(model_params)
+    recipe: Any = _recipe(model_params, free)
     if model in MODELS:
         try:
-            recipe = _recipe(MODELS[model].config.model_validate(model_params).model_dump(mode="json"))
+            recipe = _recipe(MODELS[model].config.model_validate(model_params).model_dump(mode="json"), free)
         except ValueError:
             recipe = {"not valid": recipe}
     recipe = {"model": recipe}
@@ -135,21 +153,21 @@ def _cell(metrics: dict, setting: str) -> dict:
             **{k: metrics.get(k) for k in ("recall", "classes_covered")}, "setting": setting}
 
 
-def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict[str, dict]], int | None, str | None]:
+def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict], int | None, str | None]:
     """The cells of the summary already at `out` (an earlier `make sweep`, perhaps on another machine whose
-    experiment refs are gone), kept where this collection has no experiment for them: widening the grid
-    (`make sweep LR_GRID=0.03`) adds a column instead of replacing the table. Cells of another budget are dropped
-    (and said so): a grid is only comparable at one budget."""
+    experiment refs are gone), {"lr": results, "bs": batch cells}, kept where this collection has no experiment
+    for them: widening the grid (`make sweep LR_GRID=0.03`) adds a column instead of replacing the table. Cells
+    of another budget are dropped (and said so): a grid is only comparable at one budget."""
     if not out.exists():
-        return {}, budget, None
+        return {"lr": {}, "bs": {}}, budget, None
     try:
         old = json.loads(out.read_text())
-        results, old_budget = old["results"], old["budget_images"]
-    except (ValueError, KeyError, TypeError):
+        cells, old_budget = {"lr": old["results"], "bs": old.get("batch", {})}, old["budget_images"]
+    except (ValueError, KeyError, TypeError, AttributeError):
         raise StudyError(f"{out}: not a learning-rate sweep summary (move it away to start a new one)") from None
     if budget is not None and old_budget != budget:
-        return {}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
-    return results, old_budget, None
+        return {"lr": {}, "bs": {}}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
+    return cells, old_budget, None
 
 
 def _fid(cell: dict) -> float:
@@ -197,31 +215,86 @@ def decide(cells: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
+def batch_size(model: str, model_params: dict) -> int | None:
+    """The batch size params.yaml gives `model` (its config's default where the block leaves it out)."""
+    value = model_params.get("batch_size")
+    if value is None and model in MODELS:
+        value = MODELS[model].config().batch_size
+    return None if value is None else int(value)
+
+
+def _batch_row(cells: dict[str, dict], lr_cells: dict[str, dict], current: int | None) -> dict[str, dict]:
+    """The batch-size stage's row of one model: its `bs-` cells, and at the batch size params.yaml uses the
+    learning-rate grid's cell at the same learning rate (the same run: no experiment of its own)."""
+    row = dict(cells)
+    rates = {c.get("lr") for c in cells.values()}
+    if current is not None and len(rates) == 1 and str(current) not in row and rates <= set(lr_cells):
+        row[str(current)] = {**lr_cells[next(iter(rates))], "lr": next(iter(rates)), "lr_grid_cell": True}
+    return dict(sorted(row.items(), key=lambda kv: int(kv[0])))
+
+
 def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] | None = None) -> dict[str, Any]:
     """The sweep's summary as the study stands now (the collector's last step, and the report's view of a summary
     collected before the study last changed): cells of another setting than params.yaml's, and cells run at a
     reporting seed (or recording no seed: the protocol before selection seeds), are left out and named; each
-    model's best, and what the rules ask next (`decide`), are taken from what is left."""
+    model's best, and what the rules ask next (`decide`), are taken from what is left. The batch-size stage's
+    cells (`batch`) are settled the same way, their setting leaving the batch size free; a cell at the batch size
+    params.yaml uses is also a cell of the learning-rate grid."""
     left_out = list(left_out or [])
     blocks = swept(params)
     current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}
+    current_bs = {m: _setting(m, params[block][m], params, FREE["bs"]) for m, block in blocks.items()}
+    batches = {m: b for m, block in blocks.items() if (b := batch_size(m, params[block][m])) is not None}
     reporting = set(params.get("seeds") or [])
-    used = {m: learning_rate(m, blocks[m], params[blocks[m]][m]) for m in summary["results"] if m in current}
+
+    def valid(model: str, value: str, cell: dict, now: dict, what: str) -> bool:
+        if model in now and cell.get("setting", now[model]) != now[model]:
+            left_out.append(f"the {what}cell {model} at {value}")
+        elif not cell.get("seeds") or reporting & set(cell["seeds"]):
+            left_out.append(f"the {what}cell {model} at {value} (run at a reporting seed)")
+        else:
+            return True
+        return False
+
+    batch = {m: {v: c for v, c in cells.items() if not c.get("lr_grid_cell") and valid(m, v, c, current_bs,
+                                                                                       "batch-size ")}
+             for m, cells in summary.get("batch", {}).items()}  # a learning-rate cell shown in the row: not its own
     results: dict[str, dict[str, dict]] = {}
     for model, cells in summary["results"].items():
         for value, cell in cells.items():
-            if model in current and cell.get("setting", current[model]) != current[model]:
-                left_out.append(f"the cell {model} at {value}")
-            elif not cell.get("seeds") or reporting & set(cell["seeds"]):
-                left_out.append(f"the cell {model} at {value} (run at a reporting seed)")
-            else:
+            if valid(model, value, cell, current, ""):
                 results.setdefault(model, {})[value] = cell
+    for model, cells in batch.items():  # a batch-size cell at the batch size in use is a learning-rate cell too
+        for value, cell in cells.items():
+            if model in batches and int(value) == batches[model] and cell.get("lr") not in results.get(model, {}):
+                results.setdefault(model, {})[cell["lr"]] = {k: v for k, v in cell.items() if k != "lr"} | {
+                    "setting": current[model]}
     results = {m: dict(sorted(cells.items(), key=lambda kv: float(kv[0]))) for m, cells in sorted(results.items())}
     grid = sorted({float(v) for cells in results.values() for v in cells})
     decided = {m: decide(r) for m, r in results.items()}
+    used = {m: learning_rate(m, blocks[m], params[blocks[m]][m]) for m in (*summary["results"], *batch)
+            if m in current}
+    nxt = {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items()}
+    rows = {m: _batch_row(cells, results.get(m, {}), batches.get(m)) for m, cells in batch.items() if cells}
+    batch_best = {}
+    for m, row in rows.items():
+        if len(row) < 2:
+            continue
+        d = decide(row)
+        batch_best[m] = d["best"]
+        if d["tie"]:
+            nxt.setdefault(m, {})["batch_tie"] = d["tie"]
+        if m in batches and int(d["best"]) != batches[m]:  # the batch changed: the learning rate's neighbours again
+            lr = next(iter({c["lr"] for c in row.values()}))
+            nxt.setdefault(m, {})["batch"] = {"set": int(d["best"]), "lr_grid": [f"{ladder(float(lr), -1):g}",
+                                                                  f"{ladder(float(lr), 1):g}"]}
     out = {**summary, "grid": [f"{v:g}" for v in grid], "results": results,
            "best": {m: d["best"] for m, d in decided.items()}, "used": used,
-           "next": {m: {k: d[k] for k in ("extend", "tie") if d[k]} for m, d in decided.items() if d["extend"] or d["tie"]}}
+           "next": {m: todo for m, todo in nxt.items() if todo}}
+    for key in ("batch", "batch_best", "batch_used"):
+        out.pop(key, None)
+    if rows:
+        out.update(batch=rows, batch_best=batch_best, batch_used={m: batches[m] for m in rows if m in batches})
     out.pop("dropped", None)
     out.pop("left_out", None)
     if left_out:
@@ -234,17 +307,15 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
 def collect(root: Path, out: Path) -> dict[str, Any]:
     refs = experiment_refs(root)
     if not refs:
-        raise StudyError("no lr-<model>-<value> experiments here: run `make sweep` first")
+        raise StudyError("no lr-<model>-<value> or bs-<model>-<batch> experiments here: run `make sweep` first")
     params = read_params((root / "params.yaml").read_text())
     blocks = swept(params)
-    current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}  # of another: left out
-    runs: dict[str, dict[str, dict[int, dict]]] = {}  # model -> value -> selection seed -> cell
-    grid: set[float] = set()
+    runs: dict[str, dict[str, dict[str, dict[int, dict]]]] = {"lr": {}, "bs": {}}  # stage -> model -> value -> seed
     budget = None
     left_out: list[str] = []
     for name, sha in sorted(refs.items()):
         match = NAME.match(name)
-        model, value = match["model"], float(match["value"])
+        kind, model, value = match["kind"], match["model"], float(match["value"])
         exp_params = read_params(_git(root, "show", f"{sha}:params.yaml"))
         seed = exp_params["seeds"][0]
         block = blocks.get(model) or next((b for b in PARAMS_BLOCK.values() if model in (exp_params.get(b) or {})),
@@ -253,16 +324,19 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
             raise StudyError(f"experiment {name}: its params.yaml has no model '{model}'")
         lr = exp_params[block][model]
         rates = {k: lr.get(k) for k in lr_keys(block)}
-        if any(v is None or float(v) != value for v in rates.values()):
+        if kind == "lr" and any(v is None or float(v) != value for v in rates.values()):
             raise StudyError(f"experiment {name}: params.yaml has "
                              f"{', '.join(f'{k} {v}' for k, v in rates.items())}, not {value:g}")
+        if kind == "bs" and (lr.get("batch_size") != int(value) or len({float(v or 0) for v in rates.values()}) != 1):
+            raise StudyError(f"experiment {name}: params.yaml has batch_size {lr.get('batch_size')}, not "
+                             f"{int(value)}, or {' and '.join(rates)} differ")
         budget = budget or exp_params["budget"]["images"]
         if exp_params["budget"]["images"] != budget:
             raise StudyError(f"experiment {name}: budget {exp_params['budget']['images']} differs from {budget}")
-        setting = _setting(model, lr, exp_params)
-        if model in current and setting != current[model]:
-            now = _recipe(params[block][model])
-            keys = sorted(k for k in {*now, *_recipe(lr)} if now.get(k) != lr.get(k))
+        setting = _setting(model, lr, exp_params, FREE[kind])
+        if model in blocks and setting != _setting(model, params[block][model], params, FREE[kind]):
+            now = _recipe(params[block][model], FREE[kind])
+            keys = sorted(k for k in {*now, *_recipe(lr, FREE[kind])} if now.get(k) != lr.get(k))
             parts = [f"{block}.{model} differs in {', '.join(keys)}"] if keys else []
             parts += [f"{b} differs" for b in ("ema", "data") if params.get(b) != exp_params.get(b)]
             left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
@@ -272,17 +346,19 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
                             f"choice and the result)")
             continue
         m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
-        runs.setdefault(model, {}).setdefault(f"{value:g}", {})[seed] = _cell(m, setting)
-        grid.add(value)
-    results = {model: {value: _merge(by_seed) for value, by_seed in cells.items()} for model, cells in runs.items()}
+        cell = _cell(m, setting) | ({"lr": f"{float(next(iter(rates.values()))):g}"} if kind == "bs" else {})
+        runs[kind].setdefault(model, {}).setdefault(f"{value:g}", {})[seed] = cell
+    merged = {kind: {model: {value: _merge(by_seed) for value, by_seed in cells.items()}
+                     for model, cells in by_model.items()} for kind, by_model in runs.items()}
     earlier, budget, dropped = _earlier(out, budget)
-    for model, cells in earlier.items():
-        for value, cell in cells.items():
-            if value not in results.get(model, {}):
-                results.setdefault(model, {})[value] = cell
-                grid.add(float(value))
-    summary = settle({"grid": [f"{v:g}" for v in sorted(grid)], "budget_images": budget, "results": results},
-                     params, root / "metrics", left_out)
+    for kind in ("lr", "bs"):
+        for model, cells in earlier[kind].items():
+            for value, cell in cells.items():
+                if value not in merged[kind].get(model, {}):
+                    merged[kind].setdefault(model, {})[value] = cell
+    grid = sorted({float(v) for cells in merged["lr"].values() for v in cells})
+    summary = settle({"grid": [f"{v:g}" for v in grid], "budget_images": budget, "results": merged["lr"],
+                      "batch": merged["bs"]}, params, root / "metrics", left_out)
     if dropped:
         summary["dropped"] = f"{dropped}; {summary['dropped']}" if "dropped" in summary else dropped
     write_json(out, summary)

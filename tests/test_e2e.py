@@ -235,6 +235,13 @@ def test_the_learning_rate_sweep_runs_as_queued_experiments_at_the_selection_see
     cells = summary["results"]["gan"]  # each cell's validation FID, read from its experiment's metrics/gan-7.json
     assert cells["0.001"]["fid"] != cells["0.003"]["fid"] and all(c["seeds"] == [7] for c in cells.values())
 
+    # the batch-size stage at the best learning rate: the two other batch sizes, the one in use is the lr cell
+    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan", "SWEEP_STAGE=batch", cwd=repo, env=env)
+    summary = json.loads((repo / "metrics" / "lr_sweep.json").read_text())
+    row = summary["batch"]["gan"]
+    assert set(row) == {"16", "32", "64"} and {c["lr"] for c in row.values()} == {summary["best"]["gan"]}
+    assert summary["batch_best"]["gan"] in row and set(summary["results"]["gan"]) == {"0.001", "0.003"}
+
 
 def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, tmp_path):
     """`dvc queue start -j 2` runs two experiments in parallel; both log to one `make server` (SQLite behind a

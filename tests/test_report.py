@@ -10,7 +10,7 @@ import pytest
 
 from pipeline import StudyError
 from pipeline.report.sections import tuning
-from pipeline.tuning import _setting, collect, settle
+from pipeline.tuning import FREE, _setting, collect, settle
 
 
 def _study(results: dict, used: dict) -> SimpleNamespace:
@@ -378,3 +378,33 @@ def test_the_grid_tunes_every_generator_by_its_own_learning_rate_keys(params_raw
         "dvc exp run --queue -n lr-dcgan-0.001 -S seeds=[7] -S gans.dcgan.lr_g=0.001 -S gans.dcgan.lr_d=0.001 "
         "evaluate_gan@dcgan-7",
         "dvc exp run --queue -n lr-ddpm-0.001 -S seeds=[7] -S diffusion.ddpm.lr=0.001 evaluate_diffusion@ddpm-7"]
+
+
+def test_the_batch_stage_runs_at_the_best_learning_rate_and_a_new_batch_asks_for_the_neighbours(tmp_path):
+    """Batch sizes at the best learning rate: the batch in use is the learning-rate grid's own cell; a better batch
+    asks to be set with the learning rate's two neighbours; once set, the old batch's learning-rate cells are
+    another setting and the batch cell at the new batch joins the learning-rate grid."""
+    def params(batch):
+        return {"seeds": [42], "budget": {"images": 64000}, "gans": {"gan": {"lr_g": 0.003, "lr_d": 0.003,
+                                                                               "batch_size": batch}}}
+
+    at = lambda batch: _setting("gan", params(batch)["gans"]["gan"])  # noqa: E731
+    free = _setting("gan", params(32)["gans"]["gan"], None, FREE["bs"])
+    summary = {"grid": ["0.001", "0.003", "0.01"], "budget_images": 64000, "results": {"gan": {
+        "0.001": {**_cell(300, 5), "setting": at(32)}, "0.003": {**_cell(200, 5), "setting": at(32)},
+        "0.01": {**_cell(260, 5), "setting": at(32)}}},
+        "batch": {"gan": {"16": {**_cell(150, 5), "setting": free, "lr": "0.003"},
+                          "64": {**_cell(240, 5), "setting": free, "lr": "0.003"}}}}
+    t = settle(summary, params(32), tmp_path)
+    assert list(t["batch"]["gan"]) == ["16", "32", "64"] and t["batch"]["gan"]["32"]["fid"] == 200  # the lr cell
+    assert t["batch_best"] == {"gan": "16"} and t["batch_used"] == {"gan": 32}
+    assert t["next"]["gan"]["batch"] == {"set": 16, "lr_grid": ["0.001", "0.01"]}
+    text = tuning(SimpleNamespace(tuning=t, metrics={"gan": {}}))
+    assert "| gan | 0.003 | 150 ± 5 (10) | 200 ± 5 (10) | 240 ± 5 (10) | 16 | 32 | no |" in text
+    assert "`gan` (batch 16, then lr 0.001 and 0.01)" in text
+    assert settle(t, params(32), tmp_path) == t  # the written summary read back: the same, nothing left out
+
+    moved = settle(summary, params(16), tmp_path)  # batch_size: 16 set in params.yaml
+    assert moved["results"]["gan"] == {"0.003": {**_cell(150, 5), "setting": at(16)}}  # the batch cell, at 16
+    assert "the cell gan at 0.001" in moved["dropped"] and moved["batch_best"] == {"gan": "16"}
+    assert "batch" not in moved["next"].get("gan", {})  # its batch is its best: nothing more asked of this stage

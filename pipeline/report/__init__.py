@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import StudyError
 from pipeline.config import StudyConfig
 from pipeline.io import atomic_dir, atomic_path, read_json, write_json
-from pipeline.models import EVAL_STAGE, MODELS, TRAIN_STAGE, run_name
+from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK, TRAIN_STAGE, run_name
 
 
 @dataclass
@@ -109,7 +109,8 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
         return None
     params = {"seeds": cfg.seeds, "budget": {"images": cfg.budget.images}, "ema": cfg.ema.model_dump(mode="json"),
               "data": cfg.data.model_dump(mode="json"),
-              "gans": {m: c.model_dump(mode="json") for m, c in cfg.gans.entries().items()}}
+              **{block: {m: c.model_dump(mode="json") for m, c in getattr(cfg, block).entries().items()}
+                 for block in PARAMS_BLOCK.values()}}
     try:
         return settle(read_json(path), params, metrics_dir)
     except (KeyError, TypeError, AttributeError, ValueError):

@@ -780,7 +780,44 @@ def tuning(study: Study) -> str | None:
                "Every model's best value is ahead of its runner-up by more than its sample-set spread."))
          + (f" Cells not run: {', '.join(missing)}." if missing else "") + left).strip(),
         "",
+        *_batch_stage(t, names),
     ])
+
+
+def _batch_stage(t: dict, names: list[str]) -> list[str]:
+    """The batch-size stage's table: batch sizes at each model's best learning rate."""
+    rows_in = {n: t["batch"][n] for n in names if n in t.get("batch", {})}
+    if not rows_in:
+        return []
+    sizes = sorted({int(b) for row in rows_in.values() for b in row})
+    rows = []
+    for n, row in rows_in.items():
+        out = {"model": n, "lr": " / ".join(sorted({c["lr"] for c in row.values()}, key=float)),
+               "best": t.get("batch_best", {}).get(n, "–"), "used": str(t.get("batch_used", {}).get(n, "–"))}
+        for b in sizes:
+            c = row.get(str(b))
+            out[str(b)] = "–" if c is None or c.get("fid") is None else \
+                f"{c['fid']:.0f} ± {c.get('fid_std') or 0:.0f} ({c['classes_covered']})"
+        out["own best"] = "–" if out["best"] == "–" else "yes" if out["best"] == out["used"] else "no"
+        rows.append(out)
+    todo = t.get("next", {})
+    moved = [f"`{n}` (batch {todo[n]['batch']['set']}, then lr {' and '.join(todo[n]['batch']['lr_grid'])})"
+             for n in rows_in if "batch" in todo.get(n, {})]
+    close = [f"`{n}` ({todo[n]['batch_tie'][0]} against {todo[n]['batch_tie'][1]})" for n in rows_in
+             if "batch_tie" in todo.get(n, {})]
+    return [
+        "Then the batch size at each model's best learning rate (`make sweep SWEEP_STAGE=batch`; the batch size "
+        "params.yaml uses is the learning-rate grid's cell, the same run). Cells as above.",
+        "",
+        table([("model", "model", str), ("lr", "lr", str), *[(f"batch {b}", str(b), str) for b in sizes],
+               ("best", "best", str), ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
+        "",
+        (("Another batch size wins, so the rules ask for it and for the learning rate's neighbours at it: "
+          f"{', '.join(moved)}. " if moved else "Every model's batch size in use is its best of this stage. ")
+         + (f"Not ahead of the runner-up by more than its sample-set spread: {', '.join(close)}." if close else
+            "")).strip(),
+        "",
+    ]
 
 
 def choices(study: Study) -> str | None:
