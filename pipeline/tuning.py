@@ -5,7 +5,8 @@ ablation, the diffusion model and the VAE), run as DVC experiments at a selectio
 lr-<model>-<value> -S seeds=[<selection seed>] -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>
 evaluate_gan@<model>-<selection seed>` for a GAN, `-S diffusion.ddpm.lr=<value> evaluate_diffusion@ddpm-<seed>`
 for a model with one learning rate: only that model's training and evaluation run, at the first of
-`SELECTION_SEEDS`), runs the queue (`dvc queue start`), then calls `collect` (through `python -m stages.sweep`),
+`SELECTION_SEEDS`; `-S ++evaluate.scope=selection`: the evaluation computes the numbers the choice reads and skips
+the analyses only the report shows), runs the queue (`dvc queue start`), then calls `collect` (through `python -m stages.sweep`),
 which reads each experiment's committed params and metrics from its
 git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the validation split (mean ± std
 over sample sets: the number the choice is made on; the test split decides nothing), recall and
@@ -50,6 +51,7 @@ from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK
 SELECTION_SEEDS = (7, 8)  # the grid trains at the first, a close call is rerun at the second; the report refuses them
 NAME = re.compile(r"^(?P<kind>lr|bs)-(?P<model>[a-z0-9_]+)-(?P<value>[0-9.e-]+?)(?:-s(?P<seed>[0-9]+))?$")
 BATCH_GRID = (16, 32, 64)  # the batch-size stage, at the best learning rate
+SCOPE = "selection"  # a cell's evaluation: only the numbers its choice reads (the same values as a full one's)
 
 
 def _git(root: Path, *args: str) -> str:
@@ -112,7 +114,7 @@ def queue_commands(models: dict[str, str], grid: list[float], seed: int, suffix:
             if batch is not None:
                 sets += ["-S", f"{block}.{model}.batch_size={batch}"]
             out.append(["dvc", "exp", "run", "--queue", "-n", f"{name}{suffix}", "-S", f"seeds=[{seed}]", *sets,
-                        f"{stage}@{model}-{seed}"])
+                        "-S", f"++evaluate.scope={SCOPE}", f"{stage}@{model}-{seed}"])
     return out
 
 

@@ -98,6 +98,13 @@ def test_evaluation_sweeps_the_sampling_steps(tiny_cfg, tiny_data, tiny_evaluato
     assert timing["sample_seconds_per_1000"] > 0 and "fid" in metrics and metrics["family"] == "diffusion"
     assert {"trajectory.png", "samples_by_steps.png", "samples.png"} <= {p.name for p in (tmp_path / "eval").iterdir()}
 
+    # a tuning grid's cell: only the numbers its choice reads, the same values as the full evaluation's
+    scoped = tiny_cfg.model_copy(update={"evaluate": tiny_cfg.evaluate.model_copy(update={"scope": "selection"})})
+    cell = evaluate_model("ddpm", scoped, tiny_data, paths.model, tiny_evaluator, tmp_path / "c.json", tmp_path / "c")
+    assert {k: cell[k] for k in ("fid", "fid_val", "fid_val_std", "recall", "classes_covered")} == \
+        {k: metrics[k] for k in ("fid", "fid_val", "fid_val_std", "recall", "classes_covered")}
+    assert "memorization" not in cell and not (tmp_path / "c" / "arrays.json").exists()  # no analyses, no sweep
+
 
 def test_ddim_starts_where_x0_is_well_conditioned():
     """The cosine schedule's abar at T-1 is 2.4e-9: x0_hat from there is the noise error times 20,000. DDIM starts

@@ -373,11 +373,13 @@ def test_the_grid_tunes_every_generator_by_its_own_learning_rate_keys(params_raw
     tuned = swept(params_raw)
     assert set(tuned) == {*params_raw["gans"], *params_raw["diffusion"], "vae"}
     commands = [" ".join(c) for c in queue_commands({m: tuned[m] for m in ("vae", "dcgan", "ddpm")}, [0.001], 7)]
+    scope = "-S ++evaluate.scope=selection"  # a cell's evaluation computes what the choice reads, no more
     assert commands == [
-        "dvc exp run --queue -n lr-vae-0.001 -S seeds=[7] -S autoencoders.vae.lr=0.001 evaluate_ae@vae-7",
+        f"dvc exp run --queue -n lr-vae-0.001 -S seeds=[7] -S autoencoders.vae.lr=0.001 {scope} evaluate_ae@vae-7",
         "dvc exp run --queue -n lr-dcgan-0.001 -S seeds=[7] -S gans.dcgan.lr_g=0.001 -S gans.dcgan.lr_d=0.001 "
-        "evaluate_gan@dcgan-7",
-        "dvc exp run --queue -n lr-ddpm-0.001 -S seeds=[7] -S diffusion.ddpm.lr=0.001 evaluate_diffusion@ddpm-7"]
+        f"{scope} evaluate_gan@dcgan-7",
+        f"dvc exp run --queue -n lr-ddpm-0.001 -S seeds=[7] -S diffusion.ddpm.lr=0.001 {scope} "
+        "evaluate_diffusion@ddpm-7"]
 
 
 def test_the_batch_stage_runs_at_the_best_learning_rate_and_a_new_batch_asks_for_the_neighbours(tmp_path):

@@ -88,10 +88,12 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
     arrays: dict[str, list] = {}
     timing: dict = {}
     metrics: dict = {"model": name, "seed": cfg.seed, "family": payload["family"], "parameters": count_params(model)}
+    full = cfg.evaluate.scope == "full"  # else only the numbers a tuning grid's choice reads
     if isinstance(model, Autoencoder):
         metrics.update(_charged("metrics", autoencoder_metrics, model, x_train, y_train, x_test, y_test, cfg.evaluate))
         for phase, mse in payload["extra"].get("phase_val_mse", {}).items():
             metrics[f"val_mse_after_{phase}"] = mse
+    if isinstance(model, Autoencoder) and full:
         by_class = x_test[showcase(data.y_test, len(data.y_test)).to(device)]  # classes in turn, for pictures
         shown = by_class[: cfg.train.grid_size // 2]
         grids["reconstructions"] = interleave_rows(shown, model.reconstruct(shown))
@@ -113,14 +115,14 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
             metrics["discriminator_parameters"] = count_params(model.discriminator)
         if isinstance(model, Diffusion):
             metrics["parameters"] = count_params(model.net)  # the EMA copy is the same network
-        if isinstance(model, GAN):
+        if isinstance(model, GAN) and full:
             metrics.update(_charged("metrics", latent_metrics, model, net, cfg.evaluate, data.num_classes, cfg.seed))
-        if isinstance(model, (GAN, Diffusion)):
+        if isinstance(model, (GAN, Diffusion)) and full:
             own = model.analyze(classifier(net), cfg.seed)
             metrics.update(own.metrics)
             grids.update(own.grids)
             arrays.update(own.arrays)
-        if hasattr(model, "sample_mixed"):  # a style-based generator: styles from several latents
+        if hasattr(model, "sample_mixed") and full:  # a style-based generator: styles from several latents
             metrics.update(_charged("metrics", mixing_fids, model, net, references(data)[0].to(device), cfg))
         n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
         t0 = time.perf_counter()
@@ -129,8 +131,9 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
         real, beside = references(data)
         metrics.update(_charged("metrics", generative_metrics_sets, net, real.to(device), fake, cfg.evaluate, cfg.seed,
                                 data.num_classes, {k: v.to(device) for k, v in beside.items()}))
-        metrics.update(_charged("metrics", memorization, net, fake, x_train, data.x_val.to(device)))
-        if isinstance(model, Diffusion):
+        if full:
+            metrics.update(_charged("metrics", memorization, net, fake, x_train, data.x_val.to(device)))
+        if isinstance(model, Diffusion) and full:
             arrays.update(_charged("sampling", steps_sweep, model, net, data.x_val.to(device), cfg, data.num_classes))
             timing["sweep_seconds_per_1000"] = arrays.pop("sweep_seconds_per_1000")
         grids["samples"] = fake[: cfg.train.grid_size]
