@@ -21,17 +21,39 @@ def _pm(row: dict, key: str, digits: int) -> str:
     return f"{value} ± {row[f'{key}_std']:.{digits}f}" if f"{key}_std" in row else value
 
 
+def variants(names: list[str]) -> dict[str, str]:
+    """The models built by the same class of the same file as a model listed before them in the registry (an
+    ablation's variants: `progan_no_growing` after `progan`), each with that model: the report's ablation tables
+    show them."""
+    from pipeline.models import MODELS
+
+    seen: dict[tuple[str, str], str] = {}
+    out = {}
+    for n in (m for m in MODELS if m in names):
+        key = (MODELS[n].module, MODELS[n].module_class)
+        if key in seen:
+            out[n] = seen[key]
+        seen.setdefault(key, n)
+    return out
+
+
 def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
-    """The README's results: the generative models by FID, the other autoencoders by test MSE."""
+    """The README's results: the generative models by FID, the other autoencoders by test MSE; ablation variants
+    are named, their numbers left to the report."""
     from pipeline.report.stats import MIN_SEEDS
 
-    generative = sorted((n for n, r in headline.items() if "fid" in r), key=lambda n: headline[n]["fid"])
-    others = sorted((n for n, r in headline.items() if "fid" not in r), key=lambda n: headline[n]["test_mse"])
+    left = variants([n for n, r in headline.items() if "fid" in r])  # autoencoders of one class are models apart
+    generative = sorted((n for n, r in headline.items() if "fid" in r and n not in left),
+                        key=lambda n: headline[n]["fid"])
+    others = sorted((n for n, r in headline.items() if "fid" not in r),
+                    key=lambda n: headline[n]["test_mse"])
     spread = "the standard deviation over the seeds" if len(seeds) > 1 else "the spread over sample sets of one run"
     intro = (f"The committed study ({len(seeds)} training seed{'s' if len(seeds) > 1 else ''}: "
              f"{', '.join(map(str, seeds))}), from `reports/headline.json`; ± is {spread}. Generative models by FID "
              "(lower is better) with recall; the other autoencoders by test MSE with the linear-probe accuracy of "
              "their codings."
+             + (f" The ablations of {' and '.join(f'`{n}`' for n in dict.fromkeys(left.values()))} are in the "
+                "report." if left else "")
              + (f" With fewer than {MIN_SEEDS} seeds this is a ranking, not a claim that one model beats another."
                 if len(seeds) < MIN_SEEDS else ""))
     lines = [START, "", textwrap.fill(intro, width=115), "",
