@@ -258,6 +258,8 @@ def test_two_queued_experiments_run_at_once_against_one_tracking_server(study, t
         queued = {**env, "MLFLOW_TRACKING_URI": url}
         names = {"par-a": "0.004", "par-b": "0.0008"}
         sh("dvc", "queue", "stop", "--kill", cwd=repo, env=env, check=False)  # no worker left from another test
+        # the compare step reads the experiments of HEAD: only these two (a sweep's cells would add columns)
+        sh("dvc", "exp", "remove", "-A", "-q", cwd=repo, env=env, check=False)
         # the study's MLflow experiment exists before two stages log at once (the first `dvc repro` against a
         # server creates it; two stages creating it at the same instant would race)
         client = MlflowClient(tracking_uri=url)
