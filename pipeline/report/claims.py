@@ -64,6 +64,17 @@ def _curve(study: Study, model: str, seed: int) -> list[dict]:
     return read_json(path) if path.is_file() else []
 
 
+def _gap(study: Study, model: str, at: float) -> Value:
+    """Validation minus train MSE (the training loop's per-epoch fixed subsets) at the epoch `at` of the way
+    through training (1: the last)."""
+    def value(m: dict) -> float:
+        path = study.runs / run_name(model, int(m["seed"])) / "train" / "history.json"
+        rows = [r for r in (read_json(path) if path.is_file() else []) if "val_mse" in r and "train_mse" in r]
+        row = rows[max(0, math.ceil(at * len(rows)) - 1)]  # an IndexError: no history (not measured)
+        return float(row["val_mse"]) - float(row["train_mse"])
+    return value
+
+
 def _rises(study: Study, model: str) -> Value:
     """The FID the curve gives back along the budget: the sum of its rises between curve points."""
     def value(m: dict) -> float:
@@ -146,6 +157,11 @@ def claims(study: Study) -> list[Claim]:
               "`stacked`: test MSE against train MSE at the end of training (a gap: over-fitting at this budget)",
               "difference", Side("stacked", _key("test_mse"), "test MSE"),
               Side("stacked", _key("train_mse"), "train MSE"), expect="higher"),
+        Claim("Be careful not to be over-fitting (the gap's trend)",
+              "`stacked`: validation minus train MSE (per-epoch fixed subsets) at the last epoch against half-way "
+              "through training (a widening gap: over-fitting under way)", "difference",
+              Side("stacked", _gap(study, "stacked", 1.0), "gap at the end"),
+              Side("stacked", _gap(study, "stacked", 0.5), "gap half-way"), expect="higher"),
         Claim("Weight tying: use Wᵀ as the weight matrix in the decoding layer",
               "`tied` against `stacked` (same shape): the decoder's weights are the encoder's", "construction",
               evidence=_tying),
@@ -223,7 +239,7 @@ def _values(study: Study, side: Side) -> list[float] | None:
     as a few-label count its params do not list)."""
     try:
         return [side.value({**study.by_seed[side.model][s], "seed": s}) for s in study.seeds]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, IndexError):
         return None
 
 
