@@ -124,7 +124,7 @@ def _noise(study: Study) -> str | None:
             "*stochastic variation* figure)")
 
 
-def _mixed_counts(m: dict) -> list[int]:
+def mixed_counts(m: dict) -> list[int]:
     """The numbers of latents the evaluation mixed images from (`fid_mixed_<k>`, pipeline/evaluate/run.py)."""
     return sorted(int(k.rsplit("_", 1)[1]) for k in m if k.startswith("fid_mixed_"))
 
@@ -132,12 +132,12 @@ def _mixed_counts(m: dict) -> list[int]:
 def _mixing_cost(m: dict) -> float:
     """FID's rise from images of one latent to images mixed from several (the mean over every k > 1)."""
     one = m["fid_mixed_1"]  # a KeyError: not measured (a model without styles)
-    mixed = [m[f"fid_mixed_{k}"] for k in _mixed_counts(m) if k > 1]
+    mixed = [m[f"fid_mixed_{k}"] for k in mixed_counts(m) if k > 1]
     return sum(mixed) / len(mixed) - one
 
 
 def _mixed_text(study: Study) -> str:
-    counts = [k for k in _mixed_counts(study.metrics.get("stylegan", {})) if k > 1]
+    counts = [k for k in mixed_counts(study.metrics.get("stylegan", {})) if k > 1]
     return f"{counts[0]} to {counts[-1]}" if counts else "several"
 
 

@@ -12,7 +12,7 @@ from pipeline.evaluate.pretraining import MODES
 from pipeline.models import MODELS
 from pipeline.report import Study
 from pipeline.report import figures as fig
-from pipeline.report.claims import FEW_LABELS, verdicts
+from pipeline.report.claims import FEW_LABELS, mixed_counts, verdicts
 from pipeline.report.stats import family
 from pipeline.rules import ALPHA, BLOW_UP, COLLAPSE, MIN_SEEDS, most_collapsed
 from pipeline.rules import collapsed as is_collapsed
@@ -956,7 +956,7 @@ def style_mixing(study: Study) -> str | None:
     names = study.having("fid_mixed_1")
     if not names:
         return None
-    counts = sorted(int(k.rsplit("_", 1)[1]) for k in study.metrics[names[0]] if k.startswith("fid_mixed_"))
+    counts = mixed_counts(study.metrics[names[0]])
     rows = [{"model": n, "mixing_prob": study.cfg.model(n).mixing_prob, **study.metrics[n]} for n in names]
     return "\n".join([
         "## Style mixing: FID of images mixed from several latents",
