@@ -13,6 +13,13 @@ from pipeline.report.sections import tuning
 from pipeline.tuning import FREE, _setting, collect, settle
 
 
+def _rows(text: str) -> list[list[str]]:
+    """The cells of every row of the markdown tables in `text`, header rows included, alignment rows left out."""
+    lines = [line.strip().strip("|") for line in text.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in line.split("|")] for line in lines]
+    return [r for r in rows if not all(c and set(c) <= set(":-") for c in r)]
+
+
 def _study(results: dict, used: dict) -> SimpleNamespace:
     from pipeline.tuning import decide
 
@@ -52,8 +59,8 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     results = {"a": {"0.001": _cell(300, 5), "0.003": _cell(200, 5), "0.01": _cell(150, 5)},  # best at the edge
                "b": {"0.001": _cell(300, 5), "0.003": _cell(200, 6), "0.01": _cell(205, 6)}}  # 200 vs 205: close
     text = tuning(_study(results, {"a": "0.01", "b": "0.001"}))
-    assert "| a | 300 ± 5 (10) | 200 ± 5 (10) | 150 ± 5 (10) | 0.01 | 0.01 | yes |" in text
-    assert "| b | 300 ± 5 (10) | 200 ± 6 (10) | 205 ± 6 (10) | 0.003 | 0.001 | no |" in text
+    assert ["a", "300 ± 5 (10)", "200 ± 5 (10)", "150 ± 5 (10)", "0.01", "0.01", "yes"] in _rows(text)
+    assert ["b", "300 ± 5 (10)", "200 ± 6 (10)", "205 ± 6 (10)", "0.003", "0.001", "no"] in _rows(text)
     assert "trained at the selection seed 7 (`make sweep`), which no reported number uses" in text
     assert "not at their own best value of the grid: `b`." in text
     assert "Best at an end of the grid, so the rules extend it: `a` (next: 0.03)." in text
@@ -63,8 +70,8 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     results["b"]["0.003"] = _cell(200, 6, seeds=(7, 8))
     del results["a"]["0.001"]
     text = tuning(_study(results, {"a": "0.01", "b": "0.003"}))
-    assert "| a | – | 200 ± 5 (10) |" in text and "own best value of the grid: none." in text
-    assert "| 200 ± 6 (10) [2 seeds] |" in text
+    assert ["a", "–", "200 ± 5 (10)"] in [r[:3] for r in _rows(text)] and "own best value of the grid: none." in text
+    assert any("200 ± 6 (10) [2 seeds]" in r for r in _rows(text))
     assert "Cells not run: `a` at 0.001." in text
     assert "Every model's best value is ahead of its runner-up by more than its sample-set spread." in text
 
@@ -87,7 +94,7 @@ def test_no_study_run_is_a_grid_cell_and_no_selection_run_is_reported(tmp_path):
     assert t["left_out"] == ["the cell a at 0.001", "the cell a at 0.01", "the cell b at 0.003 (run at a reporting "
                              "seed)", "the cell b at 0.03 (run at a reporting seed)"]
     text = tuning(SimpleNamespace(tuning=t, metrics={"a": {}, "b": {}}))
-    assert "| b | 200 ± 5 (10) | 300 ± 5 (10) | 0.001 | 0.001 | yes |" in text
+    assert ["b", "200 ± 5 (10)", "300 ± 5 (10)", "0.001", "0.001", "yes"] in _rows(text)
     assert "or at a reporting seed" in text and "the cell b at 0.003 (run at a reporting seed)" in text
     empty = tuning(SimpleNamespace(tuning=settle({**summary, "results": {"a": summary["results"]["a"]}}, params,
                                                  tmp_path), metrics={"a": {}, "b": {}}))
@@ -199,11 +206,13 @@ def test_claims_need_three_seeds_and_a_welch_test():
 
 def _seeded_study(fids: dict[str, list[float]]) -> SimpleNamespace:
     """A study of generators with one FID per training seed (and a tight sample-set spread in each)."""
+    from pipeline.report import tidy
+
     seeds = [42, 43, 44][:len(next(iter(fids.values())))]
     by_seed = {n: {s: {"fid": f, "fid_std": 1.0} for s, f in zip(seeds, values)} for n, values in fids.items()}
     metrics = {n: {"fid": sum(v) / len(v), "fid_std": 1.0, "images_seen": 64000, "classes_covered": 10, "recall": 0.6,
                    "train_seconds": 100.0, "images_per_second": 640.0} for n, v in fids.items()}
-    return SimpleNamespace(seeds=seeds, by_seed=by_seed, metrics=metrics, curves={},
+    return SimpleNamespace(seeds=seeds, by_seed=by_seed, results=tidy(by_seed), metrics=metrics, curves={},
                            manifest={"classes": list(range(10))},
                            cfg=SimpleNamespace(budget=SimpleNamespace(images=64000)),
                            having=lambda key, family=None: [n for n in metrics if key in metrics[n]])
@@ -298,7 +307,7 @@ def test_every_lecture_claim_gets_a_verdict_that_follows_the_numbers(tmp_path):
 
     text = lecture(study)
     assert SECTIONS[1] is lecture and text.startswith("## What the lecture claims")  # first after the header
-    assert "Holm-corrected over the 16 tested claims" in text and "| contradicted |" in text
+    assert "Holm-corrected over the 16 tested claims" in text and any(r[-1] == "contradicted" for r in _rows(text))
     for s in study.seeds:  # a profile that does not measure a claim's metric (few_labels without 100)
         del study.by_seed["stacked"][s]["few_label_finetuned_100"]
     row = {r["said"]: r for r in verdicts(study)}["[A stacked autoencoder] can be used for pre-trained model"]
@@ -335,26 +344,71 @@ def test_choices_list_every_value_away_from_its_default_and_what_stands_behind_i
     cells = {"dcgan": {"0.001": {}, "0.003": {}}, "progan": {"0.01": {}}}  # progan: its own run only
     study = SimpleNamespace(tuning={"results": cells}, metrics={n: {} for n in cfg.models()}, cfg=cfg)
     text = choices(study)
-    assert "| dcgan | lr_g | 0.003 | 0.0002 | learning-rate grid (*Tuning effort*) |" in text
-    assert "| progan | lr_d | 0.01 | 0.001 | learning-rate grid of an earlier setting (its cells left out" in text
-    assert "| stylegan | mixing_prob | 0.0 | 0.9 | set in params.yaml; no screen stored |" in text
-    assert "| dcgan | latent_dim |" not in text  # at its default: not a choice
+    rows = _rows(text)
+    assert ["dcgan", "lr_g", "0.003", "0.0002", "learning-rate grid (*Tuning effort*)"] in rows
+    assert ["progan", "lr_d", "0.01", "0.001",
+            "learning-rate grid of an earlier setting (its cells left out in *Tuning effort*)"] in rows
+    assert ["stylegan", "mixing_prob", "0.0", "0.9", "set in params.yaml; no screen stored"] in rows
+    assert ["dcgan", "latent_dim"] not in [r[:2] for r in rows]  # at its default: not a choice
 
 
 def test_results_csv_has_one_row_per_number(tmp_path):
-    import csv
+    import pandas as pd
 
-    from pipeline.report import write_results
+    from pipeline.report import tidy, write_results
 
-    study = SimpleNamespace(by_seed={"dcgan": {42: {"fid": 101.5, "fid_sets": [100.0, 103.0], "health": "ok",
-                                                    "classes_covered": 10, "flag": True}},
-                                     "pca": {42: {"test_mse": 0.0165}}})
+    by_seed = {"dcgan": {42: {"fid": 101.5, "fid_sets": [100.0, 103.0], "health": "ok", "classes_covered": 10,
+                              "flag": True}}, "pca": {42: {"test_mse": 0.0165}}}
+    write_results(SimpleNamespace(results=tidy(by_seed)), tmp_path / "results.csv")
+    rows = pd.read_csv(tmp_path / "results.csv")
+    assert list(rows.columns) == ["model", "seed", "sample_set", "metric", "value"]
+    assert rows.iloc[0].tolist()[:2] == ["dcgan", 42] and pd.isna(rows.iloc[0]["sample_set"])
+    assert rows.iloc[0].tolist()[3:] == ["classes_covered", 10.0]
+    fid = rows[rows["metric"] == "fid"]
+    assert fid["sample_set"].tolist()[1:] == [0, 1] and fid["value"].tolist() == [101.5, 100.0, 103.0]
+    assert set(rows["metric"]) == {"classes_covered", "fid", "test_mse"}  # text and flags are not numbers
+
+
+def test_results_csv_round_trips_and_its_means_over_seeds_are_the_report_s(tmp_path):
+    """A three-seed study on disk: results.csv loads with `pandas.read_csv` into the study's own table, and a
+    groupby over its seeds gives the numbers the report's sections read (Study.metrics)."""
+    import pandas as pd
+
+    from pipeline.config import load_config
+    from pipeline.report import load_study, write_results
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "params.yaml").model_copy(update={"seeds": [42, 43, 44]})
+    names = list(cfg.models())
+    for n in names:
+        for i, seed in enumerate(cfg.seeds):
+            fid = [200.0 + 10 * i, 204.0 + 10 * i]  # the run's FID is the mean over its two sample sets
+            metrics = {"fid": sum(fid) / 2, "fid_std": 2.0 + i, "fid_sets": fid, "classes_covered": 9 + i % 2}
+            (tmp_path / "metrics").mkdir(exist_ok=True)
+            (tmp_path / "metrics" / f"{n}-{seed}.json").write_text(json.dumps(metrics))
+            (tmp_path / "runs" / f"{n}-{seed}" / "train").mkdir(parents=True)
+            (tmp_path / "runs" / f"{n}-{seed}" / "train" / "history.json").write_text(json.dumps([{"epoch": 1}]))
+            (tmp_path / "runs" / f"{n}-{seed}" / "train" / "timing.json").write_text(
+                json.dumps({"train_seconds": 10.0 * (i + 1)}))
+    (tmp_path / "metrics" / "evaluator.json").write_text("{}")
+    (tmp_path / "manifest.json").write_text("{}")
+    study = load_study(cfg, tmp_path / "metrics", tmp_path / "runs", tmp_path / "manifest.json", tmp_path / "figures")
     write_results(study, tmp_path / "results.csv")
-    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
-    assert rows[0] == {"model": "dcgan", "seed": "42", "sample_set": "", "metric": "classes_covered", "value": "10"}
-    assert [(r["sample_set"], r["metric"], r["value"]) for r in rows if r["metric"] == "fid"] == \
-           [("", "fid", "101.5"), ("0", "fid", "100.0"), ("1", "fid", "103.0")]
-    assert {r["metric"] for r in rows} == {"classes_covered", "fid", "test_mse"}  # text and flags are not numbers
+    loaded = pd.read_csv(tmp_path / "results.csv")
+    pd.testing.assert_frame_equal(loaded, study.results, check_dtype=False)
+    assert len(loaded) == len(names) * 3 * 7  # fid, its 2 sets, fid_std, classes_covered, train_seconds, epochs
+
+    whole = loaded[loaded["sample_set"].isna()]
+    means = whole.groupby(["model", "metric"])["value"].mean()
+    spread = whole.groupby(["model", "metric"])["value"].std()
+    m = study.metrics[names[0]]
+    assert m["fid"] == pytest.approx(means[names[0], "fid"]) == pytest.approx(212.0)
+    assert m["train_seconds"] == pytest.approx(means[names[0], "train_seconds"]) == pytest.approx(20.0)
+    assert m["classes_covered"] == pytest.approx(means[names[0], "classes_covered"])
+    assert m["fid_std"] == pytest.approx(spread[names[0], "fid"]) == pytest.approx(10.0)  # over seeds now
+    assert m["fid_sets_std"] == pytest.approx(3.0)  # the sample sets' spread, averaged over the seeds
+    assert m["fid_per_seed"] == [202.0, 212.0, 222.0]
+    assert {n: study.metrics[n]["fid"] for n in names} == pytest.approx(means.xs("fid", level="metric").to_dict())
 
 
 def test_style_mixing_table_has_a_column_per_number_of_latents(tmp_path):
@@ -362,11 +416,14 @@ def test_style_mixing_table_has_a_column_per_number_of_latents(tmp_path):
 
     study = _lecture_study(tmp_path)
     study.cfg.evaluate = SimpleNamespace(n_generated=1000)
+    for n in ("stylegan", "stylegan_mixing"):  # several seeds add a spread and per-seed values beside each number
+        study.metrics[n] = {**study.metrics[n], "fid_mixed_1_seed_std": 2.0, "fid_mixed_1_per_seed": [1.0, 2.0, 3.0]}
     text = style_mixing(study)
     assert text.startswith("## Style mixing: FID of images mixed from several latents")
-    assert "| model | mixing_prob (training) | 1 latent | 2 latents | 3 latents | 4 latents |" in text
-    assert "| stylegan | 0 | 148.5 | 217.8 | 247.5 | 277.2 |" in text and "| stylegan_mixing |" in text
-    assert "| dcgan |" not in text  # only style-based generators mix
+    rows = _rows(text)
+    assert rows[0] == ["model", "mixing_prob (training)", "1 latent", "2 latents", "3 latents", "4 latents"]
+    assert ["stylegan", "0", "148.5", "217.8", "247.5", "277.2"] in rows
+    assert [r[0] for r in rows[1:]] == ["stylegan", "stylegan_mixing"]  # only style-based generators mix
     for n in ("stylegan", "stylegan_mixing"):
         del study.metrics[n]
     assert style_mixing(study) is None
@@ -409,7 +466,7 @@ def test_the_batch_stage_runs_at_the_best_learning_rate_and_a_new_batch_asks_for
     assert t["batch_best"] == {"gan": "16"} and t["batch_used"] == {"gan": 32}
     assert t["next"]["gan"]["batch"] == {"set": 16, "lr_grid": ["0.001", "0.01"]}
     text = tuning(SimpleNamespace(tuning=t, metrics={"gan": {}}))
-    assert "| gan | 0.003 | 150 ± 5 (10) | 200 ± 5 (10) | 240 ± 5 (10) | 16 | 32 | no |" in text
+    assert ["gan", "0.003", "150 ± 5 (10)", "200 ± 5 (10)", "240 ± 5 (10)", "16", "32", "no"] in _rows(text)
     assert "`gan` (batch 16, then lr 0.001 and 0.01)" in text
     assert settle(t, params(32), tmp_path) == t  # the written summary read back: the same, nothing left out
 

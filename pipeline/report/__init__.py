@@ -1,19 +1,20 @@
 """reports/README.md from the metrics files, training histories, arrays and grids (never from MLflow).
 
-Same inputs, same bytes: no timestamps, fixed ordering, PNGs written without metadata. Each section appears
-when some model has what it shows (a sparsity section for models that report activations, ...): sections
-look at the metrics a model produced, never at its name.
+The study's numbers are loaded once into one tidy table (`Study.results`: model, seed, sample set, metric, value;
+written beside the report as results.csv); the means, seed spreads and per-seed values the sections read are
+groupbys over it. Same inputs, same bytes: no timestamps, fixed ordering, PNGs written without metadata. Each
+section appears when some model has what it shows (a sparsity section for models that report activations, ...):
+sections look at the metrics a model produced, never at its name.
 """
 
 from __future__ import annotations
 
-import csv
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import pandas as pd
 
 from pipeline import StudyError
 from pipeline.config import StudyConfig
@@ -33,6 +34,7 @@ class Study:
     figures: Path  # where figures are written
     runs: Path  # runs/: the per-epoch grids of training
     by_seed: dict[str, dict[int, dict]]  # per model and seed: that run's metrics and timing
+    results: pd.DataFrame  # every number of by_seed, one row each: model, seed, sample_set, metric, value
     tuning: dict | None = None  # metrics/lr_sweep.json (`make sweep`) as the study stands now, when there is one
 
     @property
@@ -57,20 +59,57 @@ def _load(path: Path, what: str) -> Any:
     return read_json(path)
 
 
-def over_seeds(runs: list[dict]) -> dict:
+RESULTS = ["model", "seed", "sample_set", "metric", "value"]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def tidy(by_seed: dict[str, dict[int, dict]]) -> pd.DataFrame:
+    """Every number of the study, one row each (columns `RESULTS`), in study, seed and metric order. A metric
+    measured on several disjoint sample sets (`<metric>_sets`) gives one row per set beside the run's own row (its
+    mean over the sets, sample_set NA); text, flags and nested records are not numbers and have no row."""
+    rows = []
+    for name, runs in by_seed.items():
+        for seed, m in runs.items():
+            for key in sorted(m):
+                value = m[key]
+                if key.endswith("_sets") and isinstance(value, list):
+                    rows += [(name, seed, i, key.removesuffix("_sets"), v) for i, v in enumerate(value)]
+                elif _number(value):
+                    rows.append((name, seed, None, key, value))
+    return pd.DataFrame(rows, columns=RESULTS).astype({"seed": "int64", "sample_set": "Int64", "value": "float64"})
+
+
+def seed_stats(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (model, metric), over the training seeds, from the runs' own rows: `mean`, `std` (ddof=1), `per_seed`
+    (the values in seed order) and `seeds` (how many runs have the number). A NaN in any seed makes the mean and
+    spread NaN."""
+    whole = results[results["sample_set"].isna()]
+    stats = whole.groupby(["model", "metric"], sort=False)["value"].agg(
+        mean="mean", std="std", per_seed=list, seeds="size", measured="count")
+    stats[["mean", "std"]] = stats[["mean", "std"]].where(stats["measured"] == stats["seeds"])
+    return stats.drop(columns="measured")
+
+
+def over_seeds(runs: list[dict], stats: pd.DataFrame | None = None) -> dict:
     """One model's metrics over its seeds: the first run's values, with every number present in all runs replaced
     by its mean and given `<key>_seed_std` and `<key>_per_seed`. Where there are several seeds, `<key>_std` (the
-    spread over sample sets within a run) becomes the spread over seeds, the one that counts."""
+    spread over sample sets within a run) becomes the spread over seeds, the one that counts. `stats`: the model's
+    rows of `seed_stats`, indexed by metric (computed from `runs` when not given)."""
     out = dict(runs[0])
     if "health" in out:  # the worst ending over the seeds
         worst = max(runs, key=lambda r: HEALTH.index(r.get("health", "ok")))
         out["health"], out["health_reason"] = worst.get("health", "ok"), worst.get("health_reason", "")
     if len(runs) == 1:
         return out
+    if stats is None:
+        stats = seed_stats(tidy({"": dict(enumerate(runs))})).droplevel("model")
     for k, v in runs[0].items():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and all(isinstance(r.get(k), (int, float)) for r in runs):
-            values = np.array([float(r[k]) for r in runs])
-            out[k], out[f"{k}_seed_std"], out[f"{k}_per_seed"] = float(values.mean()), float(values.std(ddof=1)), list(values)
+        if _number(v) and k in stats.index and stats.at[k, "seeds"] == len(runs):
+            mean, std, values = stats.loc[k, ["mean", "std", "per_seed"]]
+            out[k], out[f"{k}_seed_std"], out[f"{k}_per_seed"] = float(mean), float(std), list(values)
     for k in [k for k in out if k.endswith("_seed_std")]:
         base = k.removesuffix("_seed_std")
         if f"{base}_std" in runs[0]:
@@ -134,14 +173,16 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
             history = _load(runs_dir / run / "train" / "history.json", f"train stage of {run}")
             by_seed[n][seed] = {**m, **_load(runs_dir / run / "train" / "timing.json", f"train stage of {run}"),
                                 "epochs": len(history), **_stage_profiles(runs_dir / run)}
-    metrics = {n: over_seeds([by_seed[n][s] for s in cfg.seeds]) for n in names}
+    results = tidy(by_seed)
+    stats = {n: rows.droplevel("model") for n, rows in seed_stats(results).groupby(level="model", sort=False)}
+    metrics = {n: over_seeds([by_seed[n][s] for s in cfg.seeds], stats.get(n)) for n in names}
     histories = {n: read_json(runs_dir / run_name(n, first) / "train" / "history.json") for n in names}
     arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "eval" / "arrays.json").is_file() else {}
               for n in names}
     curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
                  _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
-                 arrays, figures, runs_dir, by_seed, _tuning(cfg, metrics_dir))
+                 arrays, figures, runs_dir, by_seed, results, _tuning(cfg, metrics_dir))
 
 
 # The numbers each model's row of the report leads with: what `dvc exp show` and `dvc metrics diff` compare.
@@ -168,20 +209,9 @@ def headline(study: Study) -> dict:
 
 
 def write_results(study: Study, path: Path) -> None:
-    """Every number of the study in one tidy table: model, seed, sample_set (empty for a number of the whole run),
-    metric, value. A metric measured on several disjoint sample sets (`<metric>_sets`) gives one row per set; its
-    mean and spread are rows of their own. `pandas.read_csv("reports/results.csv")` loads it in one line."""
-    with path.open("w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(["model", "seed", "sample_set", "metric", "value"])
-        for name, runs in study.by_seed.items():
-            for seed, m in runs.items():
-                for key in sorted(m):
-                    value = m[key]
-                    if key.endswith("_sets") and isinstance(value, list):
-                        out.writerows([name, seed, i, key.removesuffix("_sets"), v] for i, v in enumerate(value))
-                    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-                        out.writerow([name, seed, "", key, value])
+    """`Study.results` as CSV: every number of the study in one tidy table (model, seed, sample_set empty for a
+    number of the whole run, metric, value). `pandas.read_csv("reports/results.csv")` loads it in one line."""
+    study.results.to_csv(path, index=False)
 
 
 def stage_times(study: Study, runs_dir: Path) -> dict[str, float]:

@@ -18,6 +18,7 @@ criterion is fixed here, before any seed runs:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -140,7 +141,7 @@ def _noise(study: Study) -> str | None:
 
 def mixed_counts(m: dict) -> list[int]:
     """The numbers of latents the evaluation mixed images from (`fid_mixed_<k>`, pipeline/evaluate/run.py)."""
-    return sorted(int(k.rsplit("_", 1)[1]) for k in m if k.startswith("fid_mixed_"))
+    return sorted(int(found[1]) for k in m if (found := re.fullmatch(r"fid_mixed_(\d+)", k)))  # not their _seed_std
 
 
 def _mixing_cost(m: dict) -> float:

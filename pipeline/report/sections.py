@@ -3,10 +3,12 @@ has what the section shows."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
 from pipeline.evaluate.pretraining import MODES
 from pipeline.models import MODELS
@@ -41,13 +43,14 @@ def _count(v: Any) -> str:
     return f"{v:,.1f}" if isinstance(v, float) and not v.is_integer() else f"{int(v):,}"
 
 
-def table(columns: list[tuple[str, str, Fmt]], rows: list[dict]) -> str:
-    """A markdown table; columns are (header, key, formatter)."""
-    lines = ["| " + " | ".join(h for h, _, _ in columns) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|"]
-    for row in rows:
-        lines.append("| " + " | ".join(f(row.get(k)) for _, k, f in columns) + " |")
-    return "\n".join(lines)
+def table(columns: list[tuple[str, str, Any]], rows: list[dict]) -> str:
+    """A markdown table (pandas' `to_markdown`): columns are (header, key, formatter); each cell is the text its
+    formatter makes of the row's value at the key (a `_pm` one reads the whole row). Columns of numbers align right."""
+    cells = [[f(row, k) if getattr(f, "row_wise", False) else f(row.get(k)) for _, k, f in columns] for row in rows]
+    align = ["left"] + ["right" if all(re.match(r"[-+–]?\d|–$", c[i]) for c in cells) else "left"
+                        for i in range(1, len(columns))]
+    return pd.DataFrame(cells, columns=[h for h, _, _ in columns]).to_markdown(
+        index=False, disable_numparse=True, colalign=align)
 
 
 def images(study: Study, names: list[str], key: str) -> str:
@@ -369,7 +372,7 @@ def pretraining(study: Study) -> str | None:
 
 
 def _pm(digits: int, std_key: str) -> Callable[[dict], str]:
-    """'mean ± std' of a row (std over the sample sets), for a column whose key is the mean."""
+    """'mean ± std' of a row (the spread at `std_key`), for a column whose key is the mean."""
     def fmt(row: dict, key: str) -> str:
         value, std = row.get(key), row.get(std_key)
         if value is None:
@@ -377,17 +380,6 @@ def _pm(digits: int, std_key: str) -> Callable[[dict], str]:
         return f"{value:.{digits}f} ± {std:.{digits}f}" if std else f"{value:.{digits}f}"
     fmt.row_wise = True  # type: ignore[attr-defined]
     return fmt
-
-
-def spread_table(columns: list[tuple[str, str, Any]], rows: list[dict]) -> str:
-    """Like `table`, where a column's formatter may be a `_pm` one (it reads the whole row)."""
-    out = []
-    for row in rows:
-        cells = {}
-        for _, key, f in columns:
-            cells[key] = f(row, key) if getattr(f, "row_wise", False) else f(row.get(key))
-        out.append(cells)
-    return table([(h, k, str) for h, k, _ in columns], out)
 
 
 def generative(study: Study) -> str | None:
@@ -403,15 +395,15 @@ def generative(study: Study) -> str | None:
     return "\n".join([
         "## Generative quality",
         "",
-        spread_table([("model", "model", str), ("FID ↓", "fid", _pm(1, "fid_std")),
-                      ("FID vs train ↓", "fid_train", _pm(1, "fid_train_std")),
-                      ("KID ↓", "kid_mean", _pm(1, "kid_mean_std")),
-                      ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
-                      (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
-                      ("memorization", "memorization", _num(2)),
-                      ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
-                      ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _sig),
-                      ("training ended", "health", _health)], rows),
+        table([("model", "model", str), ("FID ↓", "fid", _pm(1, "fid_std")),
+               ("FID vs train ↓", "fid_train", _pm(1, "fid_train_std")),
+               ("KID ↓", "kid_mean", _pm(1, "kid_mean_std")),
+               ("precision ↑", "precision", _pm(3, "precision_std")), ("recall ↑", "recall", _pm(3, "recall_std")),
+               (f"classes covered (of {k})", "classes_covered", _count), ("class KL ↓", "class_kl", _num(3)),
+               ("memorization", "memorization", _num(2)),
+               ("training images", "images_seen", _int), ("train time (s)", "train_seconds", _num(1)),
+               ("images/s", "images_per_second", _int), ("sampling (s / 1,000)", "sample_seconds_per_1000", _sig),
+               ("training ended", "health", _health)], rows),
         "",
         f"Each generative model trained on the same budget of {cfg.budget.images:,} real images (`budget.images`), "
         f"whatever its batch size. " + (
@@ -660,8 +652,10 @@ def mode_collapse(study: Study) -> str | None:
 
 
 def _per_seed(study: Study, names: list[str], key: str = "fid") -> dict[str, list[float]]:
-    """Each model's value in each training seed (the seed's mean over its sample sets): what a claim tests."""
-    return {n: [study.by_seed[n][s][key] for s in study.seeds] for n in names}
+    """Each model's value in each training seed, in seed order (its run's row of the results): what a claim tests."""
+    r = study.results
+    values = r[(r["metric"] == key) & r["sample_set"].isna()].groupby("model", sort=False)["value"].agg(list)
+    return {n: values[n] for n in names}
 
 
 def _no_claim(study: Study, short: bool = False) -> str:
@@ -707,7 +701,7 @@ def variants(study: Study) -> str | None:
                "run)" if {"lr_g", "lr_d"} & set(keys) else "")
             + f" (FID: mean ± std over the {'training seeds' if len(study.seeds) > 1 else 'sample sets'}):",
             "",
-            spread_table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
+            table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
                    ("precision", "precision", _pm(3, "precision_std")), ("recall", "recall", _pm(3, "recall_std")),
                    ("classes covered", "classes_covered", _count), ("class KL", "class_kl", _num(3)),
                    ("train time (s)", "train_seconds", _num(1))], rows),
