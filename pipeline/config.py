@@ -76,7 +76,6 @@ class EvaluateConfig(Strict):
     few_label_lr: float = Field(1e-3, gt=0, le=1)
     # W against Z (every GAN's z, StyleGAN's w): perceptual path length and linear separability, as the StyleGAN paper
     ppl_pairs: int = Field(2000, ge=10, le=1_000_000)  # latent pairs per path length (the paper: 100,000)
-    ppl_epsilon: float = Field(1e-4, gt=0, le=0.1)  # the step along the path (the paper's)
     separability_samples: int = Field(4000, ge=20, le=1_000_000)  # latents labelled; the more confident half used
     # full: every metric, figure and analysis the report shows; selection: only what the tuning grid's choice reads
     # (a generator's FID, KID, precision, recall and coverage against the test and validation splits, an

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -73,6 +74,8 @@ def test_fid_and_kid_from_features_agree_with_torchmetrics():
     assert kid(real[:400], fake, 1, 400, 0)[0] == pytest.approx(float(ref.compute()[0]), rel=1e-6)
     mean, std = kid(real, fake, 20, 100, 0)
     assert mean > 0 and std > 0 and kid(real, fake, 20, 100, 0) == (mean, std)  # seeded
+    with patch("pipeline.evaluate.metrics.KID_WHOLE", 100):  # sets too large for whole kernels: each subset's own
+        assert kid(real, fake, 20, 100, 0) == pytest.approx((mean, std), rel=1e-9)
 
 
 def test_generative_metrics_are_deterministic_and_complete(tiny_cfg, tiny_data, tiny_evaluator):
@@ -158,3 +161,30 @@ def test_linear_probe_reads_labels_from_informative_codes(tiny_data, tiny_evalua
     informative = linear_probe(f_train, tiny_data.y_train, f_test, tiny_data.y_test, 500)
     noise = linear_probe(torch.randn(400, 16), tiny_data.y_train, torch.randn(100, 16), tiny_data.y_test, 500)
     assert informative > 0.6 and noise < 0.35
+
+
+def test_an_evaluation_embeds_each_tensor_once(tiny_evaluator, tiny_data):
+    from pipeline.evaluate.metrics import embeddings_reused
+
+    x = tiny_data.x_test[:64]
+    with embeddings_reused():
+        first, again, copy = embed(tiny_evaluator, x), embed(tiny_evaluator, x), embed(tiny_evaluator, x.clone())
+    assert again[0] is first[0] and copy[0] is not first[0] and torch.equal(copy[0], first[0])
+    assert embed(tiny_evaluator, x)[0] is not first[0]  # outside it, nothing is kept
+
+
+def test_the_evaluator_for_inference_is_the_same_function(tiny_data):
+    from pipeline.evaluate.evaluator import EvaluatorNet
+
+    trained = EvaluatorNet(tiny_data.shape, 10)
+    with torch.no_grad():
+        for m in trained.modules():  # batch norms with statistics of their own, so that folding them matters
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0), m.weight.uniform_(0.5, 2.0)
+    trained.eval()
+    x = tiny_data.x_test[:32]
+    with torch.no_grad():
+        before = trained.features(x)
+        after = trained.for_inference().features(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in trained.modules())
+    assert torch.allclose(after, before, rtol=1e-4, atol=1e-5)

@@ -34,17 +34,32 @@ def test_slerp_keeps_its_ends_and_the_angle_and_lerps_the_norm():
 
 
 def test_path_length_of_a_linear_generator_is_known():
-    """images = A z with lerp: d(t, t + eps) / eps² = |A (b - a)|² wherever t lies, so full and end sampling agree
+    """images = A z with lerp: |d/dt A z(t)|² = |A (b - a)|² wherever t lies, so full and end sampling agree
     and the mean is about E|A(b - a)|² = 2 ||A||_F² (a little less after trimming the top percentile); doubling A
     multiplies it by four; noise inputs fixed per pair cancel."""
     a = torch.randn(6, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     ident = lambda x: x  # noqa: E731  (features: the images themselves)
-    full = path_length(_linear(a), ident, 2000, 1e-4, "full", 3)
-    end = path_length(_linear(a), ident, 2000, 1e-4, "end", 3)
+    full = path_length(_linear(a), ident, 2000, "full", 3)
+    end = path_length(_linear(a), ident, 2000, "end", 3)
     assert full == pytest.approx(end, rel=1e-6)
     assert 0.85 * 2 * float((a ** 2).sum()) < full < 1.02 * 2 * float((a ** 2).sum())
-    assert path_length(_linear(2 * a), ident, 2000, 1e-4, "full", 3) == pytest.approx(4 * full, rel=1e-6)
-    assert path_length(_linear(a, noise=0.3), ident, 2000, 1e-4, "full", 3) == pytest.approx(full, rel=1e-6)
+    assert path_length(_linear(2 * a), ident, 2000, "full", 3) == pytest.approx(4 * full, rel=1e-6)
+    assert path_length(_linear(a, noise=0.3), ident, 2000, "full", 3) == pytest.approx(full, rel=1e-6)
+
+
+def test_path_length_is_the_limit_of_the_papers_difference_quotient():
+    """On a smooth nonlinear generator (tanh of a linear map, slerp in z) the derivative computed in float32 agrees
+    with the paper's d(t, t + eps) / eps² computed in float64 at eps = 1e-4, pair by pair through the trimmed mean."""
+    a = torch.randn(6, 4, generator=torch.Generator().manual_seed(2))
+    space = LatentSpace(lambda n, g: torch.randn(n, 4, generator=g), "slerp", lambda z: torch.tanh(z @ a.T.to(z.dtype)))
+    got = path_length(space, lambda x: x, 250, "full", 7)  # one chunk: its two draws are the ends
+    g, tg = torch.Generator().manual_seed(7), torch.Generator().manual_seed(8)  # the pairs path_length draws
+    z0, z1 = space.draw(250, g).double(), space.draw(250, g).double()
+    t, eps = torch.rand(250, generator=tg).double(), 1e-4
+    quotient = ((space.images(slerp(z0, z1, t + eps)) - space.images(slerp(z0, z1, t))) ** 2).sum(1) / eps ** 2
+    values = quotient.numpy()
+    low, high = np.percentile(values, 1, method="lower"), np.percentile(values, 99, method="higher")
+    assert got == pytest.approx(float(values[(values >= low) & (values <= high)].mean()), rel=1e-3)
 
 
 def _labeller(rule):

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from pipeline import StudyError, brief
 from pipeline.code import code_hash, command_files
@@ -39,9 +40,25 @@ class EvaluatorNet(nn.Module):
         self.embed = nn.Sequential(nn.Flatten(), nn.Linear(2 * width * (h // 4) * (w // 4), feature_dim), nn.ReLU(True))
         self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(feature_dim, num_classes))
         self.num_features = feature_dim
+        self.channels_last = False  # inputs in the weights' layout (`for_inference`)
 
     def features(self, x: Tensor) -> Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         return self.embed(self.conv(x))  # (B, feature_dim)
+
+    def for_inference(self) -> "EvaluatorNet":
+        """In eval mode for good: each batch norm folded into the convolution before it (its running statistics are
+        constants now) and the weights channels-last, the layout CPU convolutions of 32-64 maps run fastest in
+        (about twice the images per second). The same function up to float rounding; not for training."""
+        layers, modules = [], list(self.conv)
+        while modules:
+            m = modules.pop(0)
+            if isinstance(m, nn.Conv2d) and modules and isinstance(modules[0], nn.BatchNorm2d):
+                m = fuse_conv_bn_eval(m, modules.pop(0))
+            layers.append(m)
+        self.conv, self.channels_last = nn.Sequential(*layers), True
+        return self.eval().to(memory_format=torch.channels_last)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))  # (B, num_classes) logits
@@ -80,6 +97,7 @@ def save_evaluator(path: Path, net: EvaluatorNet, cfg: EvaluatorConfig, shape, n
 
 
 def load_evaluator(path: Path, device: torch.device | str = "cpu") -> EvaluatorNet:
+    """The trained evaluator, ready to score images (`EvaluatorNet.for_inference`)."""
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"{path}: no evaluator here (run the 'evaluator' stage first)")
@@ -90,7 +108,7 @@ def load_evaluator(path: Path, device: torch.device | str = "cpu") -> EvaluatorN
         net.load_state_dict(payload["state_dict"])
     except Exception as exc:
         raise StudyError(f"{path}: not a readable evaluator file ({brief(exc)})") from None
-    return net.to(device).eval()
+    return net.eval().for_inference().to(device)
 
 
 def train_evaluator(cfg: StudyConfig, data: Dataset, model_path: Path, run_dir: Path, checkpoint: Path,

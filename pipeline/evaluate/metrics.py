@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -45,12 +46,33 @@ from pipeline.models.base import Autoencoder, Generative
 from pipeline.train.common import batched
 
 
+_REUSED: dict | None = None  # (net, images) -> their embedding, inside `embeddings_reused`
+
+
+@contextmanager
+def embeddings_reused():
+    """Inside it, `embed` computes the embedding of one tensor by one net once: an evaluation scores its generated
+    images and the real splits in several metrics (FID against three splits, memorization). The tensors must not
+    change in place meanwhile."""
+    global _REUSED
+    _REUSED = {}
+    try:
+        yield
+    finally:
+        _REUSED = None
+
+
 @torch.no_grad()
 def embed(net: EvaluatorNet, images: Tensor) -> tuple[Tensor, Tensor]:
     """Features (N, F) and predicted classes (N,) of images in [0, 1]."""
+    key = (id(net), id(images))
+    if _REUSED is not None and key in _REUSED and _REUSED[key][0] is images:
+        return _REUSED[key][1]
     net.eval()
     feats = batched(net.features, check_range(images))
     preds = net.head(feats).argmax(1)
+    if _REUSED is not None:
+        _REUSED[key] = (images, (feats, preds))  # the tensor kept, so that its id is not reused
     return feats, preds
 
 
@@ -76,6 +98,9 @@ def fid(real: Gaussian, fake: Gaussian) -> float:
     return float((real.mean - fake.mean).square().sum() + real.cov.trace() + fake.cov.trace() - 2 * root)
 
 
+KID_WHOLE = 4000  # images a side up to which KID's kernel matrices are computed whole (128 MB each in float64)
+
+
 def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int, seed: int) -> tuple[float, float]:
     """Unbiased MMD² with the kernel k(x, y) = (x·y / d + 1)³, on `subsets` seeded random subsets of each set;
     mean and (population) standard deviation over the subsets."""
@@ -84,11 +109,20 @@ def kid(real: Tensor, fake: Tensor, subsets: int, subset_size: int, seed: int) -
                          f"({len(real)} real, {len(fake)} generated)")
     real, fake = real.double(), fake.double()
     gen, d, m = torch.Generator().manual_seed(seed), real.shape[1], subset_size
+    kernel = lambda a, b: (a @ b.T / d + 1) ** 3  # noqa: E731
+    # up to KID_WHOLE images a side, every pair's kernel once and each subset's as blocks of it (the subsets' own
+    # products would compute each pair about subsets x m / n times); above it, each subset's own (memory)
+    whole = max(len(real), len(fake)) <= KID_WHOLE
+    if whole:
+        rr, ff, rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
     scores = []
     for _ in range(subsets):
-        x = real[torch.randperm(len(real), generator=gen)[:m].to(real.device)]
-        y = fake[torch.randperm(len(fake), generator=gen)[:m].to(fake.device)]
-        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        i = torch.randperm(len(real), generator=gen)[:m].to(real.device)
+        j = torch.randperm(len(fake), generator=gen)[:m].to(fake.device)
+        if whole:
+            kxx, kyy, kxy = rr[i][:, i], ff[j][:, j], rf[i][:, j]
+        else:
+            kxx, kyy, kxy = kernel(real[i], real[i]), kernel(fake[j], fake[j]), kernel(real[i], fake[j])
         off = lambda k: (k.sum() - k.diagonal().sum()) / (m * (m - 1))  # noqa: E731
         scores.append(off(kxx) + off(kyy) - 2 * kxy.mean())
     scores = torch.stack(scores)
@@ -242,10 +276,11 @@ def real_floor(net: EvaluatorNet, data: Dataset, cfg: EvaluateConfig, seed: int)
     real, beside = references(data)
     copies = data.x_train[subsample(len(data.x_train), cfg.n_generated, seed + 1)]
     one = cfg.model_copy(update={"n_generated": len(copies)})
-    out = generative_metrics_sets(net, real, copies, one, seed, data.num_classes, beside)
-    out = {k: v for k, v in out.items() if not k.endswith(("_sets", "_std")) and k != "sample_sets"}
-    out.update(memorization(net, copies, data.x_train, data.x_val))
-    control = memorization(net, data.x_test, data.x_train, data.x_val)
+    with embeddings_reused():
+        out = generative_metrics_sets(net, real, copies, one, seed, data.num_classes, beside)
+        out = {k: v for k, v in out.items() if not k.endswith(("_sets", "_std")) and k != "sample_sets"}
+        out.update(memorization(net, copies, data.x_train, data.x_val))
+        control = memorization(net, data.x_test, data.x_train, data.x_val)
     out["memorization_control"] = control["memorization"]
     out["memorization_features_control"] = control["memorization_features"]
     return out

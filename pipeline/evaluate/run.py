@@ -21,7 +21,8 @@ from pipeline.config import StudyConfig
 from pipeline.data import Dataset, showcase
 from pipeline.evaluate.evaluator import EvaluatorNet
 from pipeline.evaluate.metrics import (Gaussian, RealSet, autoencoder_metrics, classifier, draw, embed, fid,
-                                      generative_metrics_sets, memorization, references, set_metrics, tsne_map)
+                                      embeddings_reused, generative_metrics_sets, memorization, references, set_metrics,
+                                      tsne_map)
 from pipeline.evaluate.paths import latent_metrics
 from pipeline.evaluate.pretraining import few_label_accuracy
 from pipeline.io import atomic_dir, write_json
@@ -110,34 +111,43 @@ def _measure(name, cfg, data, model, payload, net, x_train, y_train, x_test, y_t
         if model_cfg.codings_map == "tsne":
             arrays.update(tsne_map(batched(model.encode, x_test), data.y_test, cfg.seed))
     if isinstance(model, Generative):
-        if isinstance(model, GAN):
-            metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
-            metrics["discriminator_parameters"] = count_params(model.discriminator)
-        if isinstance(model, Diffusion):
-            metrics["parameters"] = count_params(model.net)  # the EMA copy is the same network
-        if isinstance(model, GAN) and full:
-            metrics.update(_charged("metrics", latent_metrics, model, net, cfg.evaluate, data.num_classes, cfg.seed))
-        if isinstance(model, (GAN, Diffusion)) and full:
-            own = model.analyze(classifier(net), cfg.seed)
-            metrics.update(own.metrics)
-            grids.update(own.grids)
-            arrays.update(own.arrays)
-        if hasattr(model, "sample_mixed") and full:  # a style-based generator: styles from several latents
-            metrics.update(_charged("metrics", mixing_fids, model, net, references(data)[0].to(device), cfg))
-        n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
-        t0 = time.perf_counter()
-        fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
-        timing["sample_seconds_per_1000"] = round((time.perf_counter() - t0) * 1000 / n, 3)
-        real, beside = references(data)
-        metrics.update(_charged("metrics", generative_metrics_sets, net, real.to(device), fake, cfg.evaluate, cfg.seed,
-                                data.num_classes, {k: v.to(device) for k, v in beside.items()}))
-        if full:
-            metrics.update(_charged("metrics", memorization, net, fake, x_train, data.x_val.to(device)))
-        if isinstance(model, Diffusion) and full:
-            arrays.update(_charged("sampling", steps_sweep, model, net, data.x_val.to(device), cfg, data.num_classes))
-            timing["sweep_seconds_per_1000"] = arrays.pop("sweep_seconds_per_1000")
-        grids["samples"] = fake[: cfg.train.grid_size]
+        with embeddings_reused():
+            _generative(cfg, data, model, net, device, metrics, grids, arrays, timing)
     return metrics, grids, arrays, timing
+
+
+def _generative(cfg, data, model, net, device, metrics, grids, arrays, timing) -> None:
+    """A generative model's part of `_measure`, filling its dicts. The real splits are moved to the device once,
+    so that each is embedded once (`embeddings_reused`)."""
+    full = cfg.evaluate.scope == "full"
+    real, beside = references(data)
+    real, beside = real.to(device), {k: v.to(device) for k, v in beside.items()}
+    if isinstance(model, GAN):
+        metrics["parameters"] = count_params(model.generator)  # what samples; the discriminator is separate
+        metrics["discriminator_parameters"] = count_params(model.discriminator)
+    if isinstance(model, Diffusion):
+        metrics["parameters"] = count_params(model.net)  # the EMA copy is the same network
+    if isinstance(model, GAN) and full:
+        metrics.update(_charged("metrics", latent_metrics, model, net, cfg.evaluate, data.num_classes, cfg.seed))
+    if isinstance(model, (GAN, Diffusion)) and full:
+        own = model.analyze(classifier(net), cfg.seed)
+        metrics.update(own.metrics)
+        grids.update(own.grids)
+        arrays.update(own.arrays)
+    if hasattr(model, "sample_mixed") and full:  # a style-based generator: styles from several latents
+        metrics.update(_charged("metrics", mixing_fids, model, net, real, cfg))
+    n = cfg.evaluate.n_generated * cfg.evaluate.sample_sets
+    t0 = time.perf_counter()
+    fake = _charged("sampling", draw, model, n, cfg.seed + 1)  # disjoint sets
+    timing["sample_seconds_per_1000"] = round((time.perf_counter() - t0) * 1000 / n, 3)
+    metrics.update(_charged("metrics", generative_metrics_sets, net, real, fake, cfg.evaluate, cfg.seed,
+                            data.num_classes, beside))
+    if full:
+        metrics.update(_charged("metrics", memorization, net, fake, beside["train"], beside["val"]))
+    if isinstance(model, Diffusion) and full:
+        arrays.update(_charged("sampling", steps_sweep, model, net, beside["val"], cfg, data.num_classes))
+        timing["sweep_seconds_per_1000"] = arrays.pop("sweep_seconds_per_1000")
+    grids["samples"] = fake[: cfg.train.grid_size]
 
 
 class _Steps:

@@ -930,11 +930,12 @@ def latent_paths(study: Study) -> str | None:
                ("FID ↓", "fid", _num(1)), ("recall ↑", "recall", _num(3)), ("classes", "classes_covered", _count)],
               rows),
         "",
-        f"Perceptual path length (Karras et al. 2019): over {e.ppl_pairs:,} pairs of latents, the squared distance "
-        f"between the images at t and t + {e.ppl_epsilon:g} along the path between them, divided by "
-        f"{e.ppl_epsilon:g}², trimmed to the 1st–99th percentiles and averaged; *full*: t uniform along the path, "
-        "*end*: t at its start. Slerp in z, lerp in w (StyleGAN's intermediate latent; – for a generator without "
-        "one); the generator's noise inputs are the same for both images of a pair. The distance is measured in the "
+        f"Perceptual path length (Karras et al. 2019): over {e.ppl_pairs:,} pairs of latents, the squared speed at "
+        "which the image moves at t along the path between them (the paper's squared distance between the images "
+        "at t and t + ε over ε², at its limit ε → 0: a derivative, by forward-mode differentiation), trimmed to the "
+        "1st–99th percentiles and averaged; *full*: t uniform along the path, *end*: t at its start. Slerp in z, "
+        "lerp in w (StyleGAN's intermediate latent; – for a generator without one); the generator's noise inputs "
+        "stay fixed along each path. The distance is measured in the "
         "evaluator's features (the paper's LPIPS needs VGG weights this study cannot fetch), so the lengths compare "
         "within the study only. A short path is a smooth generator or one that draws few distinct images: read it "
         f"beside FID, recall and classes covered. Linear separability: {e.separability_samples:,} latents labelled "
