@@ -45,27 +45,26 @@ seeds: $(STAMP)
 		| tar -x -C reports/three-seeds --strip-components=1
 	@echo "wrote reports/three-seeds/README.md (experiment $(SEEDS_EXP))"
 
-# Equal tuning effort: the same learning-rate grid for every generator (every GAN and ablation with lr_g = lr_d,
-# ddpm and the VAE with lr), one queued DVC experiment per model and value at a selection seed (the first of
-# pipeline/tuning.py's SELECTION_SEEDS, which no reported number uses; SELECTION_SEED=<the second> reruns a close
-# call), each running only that model's training and evaluation, one at a time (2 cores), then summarised into
-# metrics/lr_sweep.json (commit it; the report's "Tuning effort" section shows it, and the summary prints what the
-# grid's rules ask next: a value beyond an end, a close call to rerun). SWEEP_MODELS (default: every generator) /
-# LR_GRID narrow or widen it: new cells join those already in metrics/lr_sweep.json (same budget), so
-# `make sweep LR_GRID=0.1` adds a column. The grid is log-uniform on the 1-3-10 ladder. SWEEP_STAGE=batch: then
-# batch sizes 16, 32 and 64 at each model's best learning rate (if one wins, set it in params.yaml and rerun the
-# learning rate's neighbours there: the summary prints the command).
+# Equal tuning effort: the same protocol for every generator (every GAN and ablation with lr_g = lr_d, ddpm and the
+# VAE with lr), carried through by `python -m stages.sweep run` (pipeline/tuning.py has the rules): the learning-rate
+# grid at a selection seed no reported number uses (the first of pipeline/tuning.py's SELECTION_SEEDS), a value
+# beyond an end where the best is there, close calls rerun at the second selection seed, then batch sizes 16, 32 and
+# 64 at the best learning rate (and, where another batch size wins, it is set and the learning rate's neighbours run
+# at it), judged on validation FID; at the end each model's best values are written into params.yaml. Each cell is
+# one queued DVC experiment running only that model's training and evaluation, SWEEP_JOBS at once (each at cores /
+# SWEEP_JOBS threads: two one-thread cells get more through two cores than one two-thread cell); the cells are
+# summarised into metrics/lr_sweep.json (commit it with params.yaml; the report's Tuning effort shows it). A rerun
+# plans from what is done: after an interruption, or with a wider LR_GRID, only the missing cells run.
+# SWEEP_MODELS (default: every generator) narrows it; SWEEP_UNTIL=lr stops before the batch-size stage;
+# SWEEP_ROUNDS=N after N rounds of cells.
 LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
-SWEEP_STAGE ?= lr
 SWEEP_MODELS ?=
-SELECTION_SEED ?=
+SWEEP_JOBS ?= 2
+SWEEP_UNTIL ?= batch
+SWEEP_ROUNDS ?=
 sweep: $(STAMP)
-	$(BIN)/python -m stages.sweep queue $(SWEEP_MODELS) --stage $(SWEEP_STAGE) --grid '$(LR_GRID)' \
-		$(if $(SELECTION_SEED),--seed $(SELECTION_SEED))
-	$(BIN)/dvc queue start -j 1
-	@while $(BIN)/dvc queue status | grep -qE 'Queued|Running'; do sleep 20; done
-	$(BIN)/dvc queue status
-	$(BIN)/python -m stages.sweep collect
+	$(BIN)/python -m stages.sweep run $(SWEEP_MODELS) --grid '$(LR_GRID)' --jobs $(SWEEP_JOBS) --until $(SWEEP_UNTIL) \
+		$(if $(SWEEP_ROUNDS),--rounds $(SWEEP_ROUNDS))
 
 # Experiments side by side, readable: the headline metrics (reports/headline.json: `<model>.fid`, `.recall`,
 # `.test_mse`, `.probe_accuracy`, each with `_std`) and the params, only the columns whose values differ between the

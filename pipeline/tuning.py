@@ -184,9 +184,10 @@ def _merge(by_seed: dict[int, dict]) -> dict:
         return {**cells[0], "seeds": sorted(by_seed)}
     mean = lambda k: (None if any(c.get(k) is None for c in cells)  # noqa: E731
                       else sum(float(c[k]) for c in cells) / len(cells))
+    kept = {k: cells[0][k] for k in ("lr",) if k in cells[0]}
     return {"fid": mean("fid"), "fid_std": mean("fid_std"), "recall": mean("recall"),
             "classes_covered": min(c.get("classes_covered") or 0 for c in cells), "setting": cells[0]["setting"],
-            "seeds": sorted(by_seed), "fid_per_seed": [c.get("fid") for c in cells]}
+            **kept, "seeds": sorted(by_seed), "fid_per_seed": [c.get("fid") for c in cells]}
 
 
 def ladder(value: float, direction: int) -> float:
@@ -313,6 +314,7 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     params = read_params((root / "params.yaml").read_text())
     blocks = swept(params)
     runs: dict[str, dict[str, dict[str, dict[int, dict]]]] = {"lr": {}, "bs": {}}  # stage -> model -> value -> seed
+    other_batch: dict[str, dict[str, dict[str, dict[int, tuple]]]] = {}  # model -> lr -> batch -> seed -> cell, why
     budget = None
     left_out: list[str] = []
     for name, sha in sorted(refs.items()):
@@ -341,7 +343,17 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
             keys = sorted(k for k in {*now, *_recipe(lr, FREE[kind])} if now.get(k) != lr.get(k))
             parts = [f"{block}.{model} differs in {', '.join(keys)}"] if keys else []
             parts += [f"{b} differs" for b in ("ema", "data") if params.get(b) != exp_params.get(b)]
-            left_out.append(f"experiment {name} ({'; '.join(parts) or 'another setting'})")
+            why = f"experiment {name} ({'; '.join(parts) or 'another setting'})"
+            free_batch = _setting(model, lr, exp_params, FREE["bs"])
+            if kind == "lr" and seed not in (params.get("seeds") or []) and \
+                    free_batch == _setting(model, params[block][model], params, FREE["bs"]):
+                # only its batch size differs (it changed since): a cell of the batch-size row, if at its rate
+                m = json.loads(_git(root, "show", f"{sha}:metrics/{model}-{seed}.json"))
+                other = _cell(m, free_batch) | {"lr": f"{value:g}"}
+                other_batch.setdefault(model, {}).setdefault(f"{value:g}", {}).setdefault(
+                    str(batch_size(model, lr)), {})[seed] = (other, why)
+                continue
+            left_out.append(why)
             continue
         if seed in (params.get("seeds") or []):
             left_out.append(f"experiment {name} (trained at {seed}, a reporting seed: its number would be both the "
@@ -352,6 +364,15 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         runs[kind].setdefault(model, {}).setdefault(f"{value:g}", {})[seed] = cell
     merged = {kind: {model: {value: _merge(by_seed) for value, by_seed in cells.items()}
                      for model, cells in by_model.items()} for kind, by_model in runs.items()}
+    for model, by_lr in other_batch.items():  # the learning-rate grid's cells at the batch size used before
+        row = merged["bs"].get(model, {})
+        rates = {c.get("lr") for c in row.values()}
+        for value, by_batch in by_lr.items():
+            for batch, by_seed in by_batch.items():
+                if rates == {value} and batch not in row:
+                    row[batch] = _merge({s: cell for s, (cell, _) in by_seed.items()})
+                else:
+                    left_out += [why for _, why in by_seed.values()]
     earlier, budget, dropped = _earlier(out, budget)
     for kind in ("lr", "bs"):
         for model, cells in earlier[kind].items():
@@ -365,3 +386,130 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
         summary["dropped"] = f"{dropped}; {summary['dropped']}" if "dropped" in summary else dropped
     write_json(out, summary)
     return summary
+
+
+def cell_name(kind: str, model: str, value: float, seed: int) -> str:
+    """A cell's experiment name: `lr-<model>-<lr>` or `bs-<model>-<batch>`, `-s<seed>` at the second selection
+    seed."""
+    return f"{kind}-{model}-{value:g}" + ("" if seed == SELECTION_SEEDS[0] else f"-s{seed}")
+
+
+def plan(summary: dict | None, params: dict, models: list[str], grid: list[float],
+         until: str = "batch") -> tuple[list[tuple[str, str, float, int | None, int]], dict[str, dict[str, Any]]]:
+    """What the protocol (module doc) asks next of each of `models`, given the sweep's settled summary (None before
+    the first cell): the cells to run, each `(kind, model, learning rate, batch size or None, seed)`, and the
+    params.yaml values to set, `{model: {key: value}}`. Per model, in order: the learning-rate grid's missing
+    values (`grid`; once the batch-size stage has run, its learning rate and that rate's two neighbours at the batch
+    size in use), then its extension and its close call at the second selection seed; then (unless `until` is
+    "lr") the batch-size stage's cells, its close call, and the batch size that won; and once nothing is left, the
+    best learning rate (and nothing of a model that still has cells to run). Empty both ways: the protocol is
+    done."""
+    first, second = SELECTION_SEEDS
+    summary = summary or {}
+    blocks = swept(params)
+    results, rows, todo_all = summary.get("results", {}), summary.get("batch", {}), summary.get("next", {})
+    cells: list[tuple[str, str, float, int | None, int]] = []
+    edits: dict[str, dict[str, Any]] = {}
+    for m in models:
+        block, row, todo = blocks[m], results.get(m, {}), todo_all.get(m, {})
+        bs_cells = {b: c for b, c in rows.get(m, {}).items() if not c.get("lr_grid_cell")}
+        if bs_cells:  # after the batch-size stage: its learning rate and the neighbours, at the batch in use
+            lr0 = float(next(iter(bs_cells.values()))["lr"])
+            base = [ladder(lr0, -1), lr0, ladder(lr0, 1)]
+        else:
+            base = list(grid)
+        mine = [("lr", m, v, None, first) for v in base if f"{v:g}" not in row]
+        if not mine:
+            if todo.get("extend"):
+                mine.append(("lr", m, float(todo["extend"]), None, first))
+            mine += [("lr", m, float(v), None, second) for v in todo.get("tie") or []
+                     if second not in row[v].get("seeds", [])]
+        if not mine and until != "lr":
+            current = batch_size(m, params[block][m])
+            if not bs_cells and current is not None:
+                mine = [("bs", m, float(summary["best"][m]), b, first) for b in BATCH_GRID if b != current]
+            for b in todo.get("batch_tie") or []:
+                c = rows[m][b]
+                if second in c.get("seeds", []):
+                    continue
+                mine.append(("lr", m, float(c["lr"]), None, second) if int(b) == current else
+                            ("bs", m, float(c["lr"]), int(b), second))
+            if not mine and "batch" in todo:
+                edits[m] = {"batch_size": int(todo["batch"]["set"])}
+                continue
+        cells += mine
+        if not mine and m in summary.get("best", {}) and summary["best"][m] != summary.get("used", {}).get(m):
+            edits[m] = {k: float(summary["best"][m]) for k in lr_keys(block)}
+    return cells, edits
+
+
+def cell_command(cell: tuple[str, str, float, int | None, int], params: dict) -> list[str]:
+    """The `dvc exp run --queue` command of one planned cell."""
+    kind, model, lr, batch, seed = cell
+    suffix = "" if seed == SELECTION_SEEDS[0] else f"-s{seed}"
+    block = {model: swept(params)[model]}
+    return queue_commands(block, [lr], seed, suffix, None if kind == "lr" else {model: [batch]})[0]
+
+
+def _put(mapping: Any, key: str, value: Any) -> None:
+    """mapping[key] = value in a ruamel round-trip mapping, keeping the blank line that ended the block after its
+    last key (a key new to the block, or one it merged from an anchor, may come last)."""
+    import copy
+
+    mapping[key] = value
+    own = [k for k in mapping if k in mapping._ok]  # its own keys in written order, not those merged from an anchor
+    tail, template = "", None
+    for k in own[:-1]:
+        token = mapping.ca.items.get(k, [None] * 4)[2]
+        if token is not None and token.value.endswith("\n\n"):
+            body = token.value.rstrip("\n")
+            tail, template = token.value[len(body) + 1:], token
+            if body:
+                token.value = body + "\n"
+            else:  # only the blank line: it moves
+                mapping.ca.items[k][2] = None
+    if tail:
+        entry = mapping.ca.items.setdefault(own[-1], [None] * 4)
+        if entry[2] is None:
+            entry[2] = copy.copy(template)
+            entry[2].value = "\n"
+        entry[2].value += tail
+
+
+def set_params(path: Path, edits: dict[str, dict[str, Any]]) -> list[str]:
+    """Write `edits` ({model: {key: value}}) into the model blocks of the params file at `path`, keeping its
+    comments, anchors and layout; a model that inherits a value from an edited block (`<<: *stylegan`) keeps its
+    own value, written out. Returns one line per value that changed."""
+    import io
+
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    yaml.width, yaml.preserve_quotes = 4096, True
+    yaml.indent(mapping=2, sequence=4, offset=2)
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = yaml.load(path.read_text())
+    before = read_params(path.read_text())
+    blocks = swept(before)
+    keys = {k for kv in edits.values() for k in kv}
+    want = {m: {k: edits.get(m, {}).get(k, before[b][m].get(k)) for k in keys} for m, b in blocks.items()}
+    wrong = {m: dict(kv) for m, kv in edits.items()}
+    for _ in range(3):  # an edited anchor moves the models that merge it (`<<: *stylegan`): they get their own
+        for m, kv in wrong.items():
+            for k, v in kv.items():
+                _put(doc[blocks[m]][m], k, v)
+        out = io.StringIO()
+        yaml.dump(doc, out)
+        text = out.getvalue()
+        after = read_params(text)
+        wrong = {m: bad for m, b in blocks.items()
+                 if (bad := {k: v for k, v in want[m].items() if v is not None and after[b][m].get(k) != v})}
+        if not wrong:
+            break
+    else:
+        raise StudyError(f"{path}: could not set {', '.join(f'{blocks[m]}.{m}.{k}' for m in wrong for k in wrong[m])}")
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return [f"{blocks[m]}.{m}.{k}: {before[blocks[m]][m].get(k)} -> {v}" for m, kv in edits.items()
+            for k, v in kv.items() if before[blocks[m]][m].get(k) != v]

@@ -1,8 +1,11 @@
-"""`python -m stages.sweep`: the learning-rate sweep's DVC experiments. `queue` puts one experiment per model and
-grid value in DVC's queue (every generator of params.yaml by default), `collect` reads the finished ones into
-metrics/lr_sweep.json.
+"""`python -m stages.sweep`: the tuning protocol's DVC experiments (pipeline/tuning.py). `run` (what `make sweep`
+calls) carries the whole protocol through for every generator of params.yaml: the learning-rate grid, its
+extensions and close calls, the batch-size stage, the learning rate's neighbours at a new batch size, and finally
+each model's best values written into params.yaml. It plans from what is already done, so a rerun (after an
+interruption, or on a wider grid) runs only the cells still missing. `queue` and `collect` are its two halves, by
+hand: queue one experiment per model and grid value, and read the finished ones into metrics/lr_sweep.json.
 
-Not a pipeline stage (and not imported by one): `make sweep` queues, runs the queue, then collects.
+Not a pipeline stage (and not imported by one).
 """
 
 from __future__ import annotations
@@ -73,6 +76,160 @@ def queue(models: list[str] = typer.Argument(None, help="Models to sweep (defaul
         done = subprocess.run(cmd, cwd=study_root())
         if done.returncode:
             raise StudyError(f"{' '.join(cmd)} failed (exit {done.returncode})")
+
+
+def _queue_tasks(root: Path) -> list[tuple[str, str, str]]:
+    """(task id, experiment name, status) of each task `dvc queue status` lists."""
+    import subprocess
+
+    out = subprocess.run(["dvc", "queue", "status"], cwd=root, capture_output=True, text=True).stdout
+    tasks = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed") and parts[0] != "Task":
+            tasks.append((parts[0], parts[1], parts[-1]))
+    return tasks
+
+
+def _alive(root: Path, task: str) -> bool:
+    """Whether a Running task still has its process: DVC keeps the pid of each run's `dvc exp exec-run` beside its
+    output; an interrupted machine leaves the task listed as Running with no process."""
+    import os
+
+    for pid_file in (root / ".dvc" / "tmp" / "exps" / "run").glob(f"{task}*/*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+            if Path("/proc").is_dir():  # not a recycled pid: the process is DVC's runner
+                return b"exec-run" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            os.kill(pid, 0)
+            return True
+        except (ValueError, OSError):
+            return False
+    return False
+
+
+def _drain(root: Path, jobs: int) -> None:
+    """Start `jobs` queue workers (each at cores / jobs threads unless OMP_NUM_THREADS says otherwise) and wait
+    until nothing is queued or running. Tasks left Running by an interrupted machine are removed first (their cells
+    are planned again)."""
+    import os
+    import subprocess
+    import time
+
+    for task, name, status in _queue_tasks(root):
+        if status == "Running" and not _alive(root, task):
+            subprocess.run(["dvc", "queue", "kill", task], cwd=root, capture_output=True)
+            subprocess.run(["dvc", "queue", "remove", task], cwd=root, capture_output=True)
+            typer.echo(f"{name}: left Running by an interrupted run, no process: removed (planned again)")
+    if not any(status in ("Queued", "Running") for _, _, status in _queue_tasks(root)):
+        return
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
+    subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, check=False)
+    last = None
+    while True:
+        tasks = _queue_tasks(root)
+        waiting = [n for _, n, st in tasks if st == "Queued"]
+        running = [n for _, n, st in tasks if st == "Running"]
+        if not waiting and not running:
+            return
+        if (len(waiting), tuple(running)) != last:
+            typer.echo(f"{len(waiting)} queued, running: {', '.join(running) or '-'}")
+            last = (len(waiting), tuple(running))
+        time.sleep(20)
+
+
+def _summary(root: Path, out: Path) -> dict | None:
+    """The protocol's state: the experiments here and the summary at `out` (cells run elsewhere), settled against
+    params.yaml as it is now; None before any cell."""
+    from pipeline.config import read_params
+    from pipeline.tuning import collect as gather
+    from pipeline.tuning import experiment_refs, settle
+
+    if experiment_refs(root):
+        return gather(root, out)
+    if out.is_file():
+        params = read_params((root / "params.yaml").read_text())
+        return settle(json.loads(out.read_text()), params, root / "metrics")
+    return None
+
+
+@app.command()
+@one_line_errors
+def run(models: list[str] = typer.Argument(None, help="Models to tune (default: every generator of params.yaml)."),
+        grid: str = typer.Option("0.0003 0.001 0.003 0.01 0.03", help="The learning-rate grid, space-separated."),
+        jobs: int = typer.Option(2, min=1, help="Cells run at once (each at cores / jobs threads)."),
+        until: str = typer.Option("batch", help="lr: stop once the learning-rate grid is settled; batch: go on "
+                                  "through the batch-size stage."),
+        rounds: int = typer.Option(None, min=0, help="Run at most this many rounds of cells, then stop (a later "
+                                   "run goes on from there)."),
+        dry_run: bool = typer.Option(False, "--dry-run", help="Print the next round's cells and edits, run none.")
+        ) -> None:
+    """The whole tuning protocol, round after round until its rules ask for nothing more: queue the cells it
+    still needs, run them, collect, set what it decided in params.yaml. Resumes: cells already run are not rerun."""
+    import subprocess
+
+    from pipeline import StudyError
+    from pipeline.config import read_params
+    from pipeline.tuning import cell_command, cell_name, plan, set_params, swept
+
+    root = study_root()
+    if until not in ("lr", "batch"):
+        raise StudyError(f"--until '{until}': lr or batch")
+    try:
+        values = sorted({float(v) for v in grid.split()})
+    except ValueError:
+        raise StudyError(f"--grid '{grid}': learning rates, space-separated numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise StudyError(f"--grid '{grid}': at least one learning rate, each above 0")
+    params_path, out = root / "params.yaml", root / "metrics" / "lr_sweep.json"
+    tuned = list(swept(read_params(params_path.read_text())))
+    for m in models or []:
+        if m not in tuned:
+            raise StudyError(f"'{m}' is not a generator of params.yaml; the sweep tunes {', '.join(tuned)}")
+    chosen = list(models or tuned)
+    tried: set[str] = set()
+    if not dry_run:
+        _drain(root, jobs)  # cells an interrupted run left in the queue
+    while True:
+        params = read_params(params_path.read_text())
+        summary = _summary(root, out)
+        cells, edits = plan(summary, params, chosen, values, until)
+        if dry_run:
+            for cell in cells:
+                typer.echo(" ".join(cell_command(cell, params)))
+            for m, kv in edits.items():
+                typer.echo(f"set {m}: {', '.join(f'{k} {v:g}' for k, v in kv.items())}")
+            return
+        if edits:
+            for line in set_params(params_path, edits):
+                typer.echo(f"params.yaml: {line}")
+            continue
+        if not cells:
+            break
+        if rounds is not None and rounds <= 0:
+            typer.echo(f"stopped with {len(cells)} cell(s) still to run (`--dry-run` lists them)")
+            break
+        rounds = None if rounds is None else rounds - 1
+        names = [cell_name(kind, m, lr if kind == "lr" else batch, seed) for kind, m, lr, batch, seed in cells]
+        again = [n for n in names if n in tried]
+        if again:
+            raise StudyError(f"{', '.join(again)}: ran and left no result (its log: dvc queue logs {again[0]})")
+        tried.update(names)
+        typer.echo(f"queueing {len(cells)} cell(s): {', '.join(names)}")
+        for cell, name in zip(cells, names):
+            subprocess.run(["dvc", "exp", "remove", "-q", name], cwd=root, capture_output=True)  # another setting's
+            done = subprocess.run(cell_command(cell, params), cwd=root, capture_output=True, text=True)
+            if done.returncode:
+                raise StudyError(f"queueing {name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
+        _drain(root, jobs)
+    _print_summary(summary)
+
+
+def _print_summary(summary: dict | None) -> None:
+    for model, best in (summary or {}).get("best", {}).items():
+        typer.echo(f"{model}: best lr {best} (validation FID {summary['results'][model][best]['fid']:.1f})"
+                   + (f", batch size {summary['batch_best'][model]}" if model in summary.get("batch_best", {}) else ""))
 
 
 @app.command()

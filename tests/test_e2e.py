@@ -217,8 +217,8 @@ def test_the_learning_rate_sweep_runs_as_queued_experiments_at_the_selection_see
     bin_dir = Path(sys.executable).parent
     sh("git", "add", "-A", cwd=repo, env=env)  # a commit of its own: `dvc exp show` lists the experiments of HEAD
     sh("git", "commit", "--allow-empty", "-qm", "before the sweep", cwd=repo, env=env)
-    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan vae", "LR_GRID=0.001 0.003", cwd=repo,
-       env=env)
+    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan vae", "LR_GRID=0.001 0.003", "SWEEP_ROUNDS=1",
+       cwd=repo, env=env)
     summary = json.loads((repo / "metrics" / "lr_sweep.json").read_text())
     assert summary["grid"] == ["0.001", "0.003"] and summary["budget_images"] == 800
     used = yaml.safe_load((repo / "params.yaml").read_text())["gans"]["gan"]["lr_g"]  # what the study itself uses
@@ -235,8 +235,15 @@ def test_the_learning_rate_sweep_runs_as_queued_experiments_at_the_selection_see
     cells = summary["results"]["gan"]  # each cell's validation FID, read from its experiment's metrics/gan-7.json
     assert cells["0.001"]["fid"] != cells["0.003"]["fid"] and all(c["seeds"] == [7] for c in cells.values())
 
-    # the batch-size stage at the best learning rate: the two other batch sizes, the one in use is the lr cell
-    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan", "SWEEP_STAGE=batch", cwd=repo, env=env)
+    # what the rules ask next (a best value at an end of a two-value grid: one step beyond it), planned from the
+    # cells done; then the batch-size stage at the best learning rate queued by hand, run by the next `make sweep`
+    # (the two other batch sizes; the one in use is the lr cell), which stops there (no round of its own)
+    planned = sh(sys.executable, "-m", "stages.sweep", "run", "gan", "--grid", "0.001 0.003", "--dry-run", cwd=repo,
+                 env=env).stdout
+    beyond = "0.0003" if summary["best"]["gan"] == "0.001" else "0.01"
+    assert planned.splitlines()[0].startswith(f"dvc exp run --queue -n lr-gan-{beyond} -S seeds=[7]")
+    sh(sys.executable, "-m", "stages.sweep", "queue", "gan", "--stage", "batch", cwd=repo, env=env)
+    sh("make", "sweep", f"BIN={bin_dir}", "STAMP=", "SWEEP_MODELS=gan", "SWEEP_ROUNDS=0", cwd=repo, env=env)
     summary = json.loads((repo / "metrics" / "lr_sweep.json").read_text())
     row = summary["batch"]["gan"]
     assert set(row) == {"16", "32", "64"} and {c["lr"] for c in row.values()} == {summary["best"]["gan"]}
