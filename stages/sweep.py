@@ -237,34 +237,21 @@ def _print_summary(summary: dict | None) -> None:
 def collect(out: Path = typer.Option(Path("metrics/lr_sweep.json"), help="Where the summary goes.")) -> None:
     """Read every lr-<model>-<value> experiment (params and metrics from its git ref) into one table, keeping the
     cells of the summary already there (same budget) that no experiment here replaces."""
-    from pipeline.tuning import SELECTION_SEEDS
-    from pipeline.tuning import collect as run
+    from pipeline.tuning import collect as gather
 
-    summary = run(study_root(), out)
+    summary = gather(study_root(), out)
     if "dropped" in summary:
         typer.echo(f"warning: {summary['dropped']}", err=True)
     for model, best in summary["best"].items():
         typer.echo(f"{model}: best lr {best} (validation FID {summary['results'][model][best]['fid']:.1f}), "
                    f"params.yaml uses {summary['used'].get(model, '?')}")
-    second = SELECTION_SEEDS[-1]
-    for model, todo in summary.get("next", {}).items():  # what the grid's rules ask next (pipeline.tuning.decide)
-        if "extend" in todo:
-            typer.echo(f"{model}: best at an end of the grid; next: make sweep SWEEP_MODELS={model} "
-                       f"LR_GRID={todo['extend']}")
-        if "batch" in todo:
-            b = todo["batch"]
-            typer.echo(f"{model}: batch size {b['set']} wins at the best learning rate; next: set "
-                       f"batch_size: {b['set']} in params.yaml, then make sweep SWEEP_MODELS={model} "
-                       f"LR_GRID='{' '.join(b['lr_grid'])}' (the learning rate's neighbours at that batch)")
-        if "batch_tie" in todo:
-            typer.echo(f"{model}: batch {todo['batch_tie'][0]} is not ahead of {todo['batch_tie'][1]} by more than "
-                       f"its sample-set spread; next: make sweep SWEEP_MODELS={model} SWEEP_STAGE=batch "
-                       f"SELECTION_SEED={second}")
-        if "tie" in todo:
-            typer.echo(f"{model}: {todo['tie'][0]} is not ahead of {todo['tie'][1]} by more than its sample-set "
-                       f"spread; next: make sweep SWEEP_MODELS={model} LR_GRID='{' '.join(todo['tie'])}' "
-                       f"SELECTION_SEED={second}")
-
+    for model, todo in summary.get("next", {}).items():  # what the rules ask next (pipeline.tuning.decide)
+        asks = [f"lr {todo['extend']} (best at an end of the grid)" if "extend" in todo else "",
+                f"lr {' and '.join(todo['tie'])} at the second selection seed (a close call)" if "tie" in todo else "",
+                f"batch {' and '.join(todo['batch_tie'])} at the second selection seed" if "batch_tie" in todo else "",
+                f"batch size {todo['batch']['set']}, then lr {' and '.join(todo['batch']['lr_grid'])} at it"
+                if "batch" in todo else ""]
+        typer.echo(f"{model}: the rules ask for {'; '.join(a for a in asks if a)}: `make sweep` runs it")
 
 if __name__ == "__main__":
     sys.exit(app(standalone_mode=True))

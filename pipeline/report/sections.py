@@ -811,8 +811,9 @@ def _batch_stage(t: dict, names: list[str]) -> list[str]:
     close = [f"`{n}` ({todo[n]['batch_tie'][0]} against {todo[n]['batch_tie'][1]})" for n in rows_in
              if "batch_tie" in todo.get(n, {})]
     return [
-        "Then the batch size at each model's best learning rate (`make sweep SWEEP_STAGE=batch`; the batch size "
-        "params.yaml uses is the learning-rate grid's cell, the same run). Cells as above.",
+        "Then the batch size at each model's best learning rate (`make sweep`'s second stage; at the batch size "
+        "params.yaml uses, or used before another one won, the cell is the learning-rate grid's, the same run). "
+        "Cells as above.",
         "",
         table([("model", "model", str), ("lr", "lr", str), *[(f"batch {b}", str(b), str) for b in sizes],
                ("best", "best", str), ("params.yaml", "used", str), ("uses its best", "own best", str)], rows),
