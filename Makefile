@@ -1,7 +1,7 @@
 # make smoke: a tiny study in a temporary copy · make study: the whole study (dvc repro) · make test: the tests
 # make ui: browse runs in MLflow
 # make server: a shared MLflow tracking server (stages log to it with MLFLOW_TRACKING_URI=http://host:port)
-# make seeds: the three-seed comparison, into reports/three-seeds/ · make compare: experiments side by side
+# make sweep: the tuning protocol (queued DVC experiments) · make compare: experiments side by side
 # Each target creates .venv and installs the project when missing (or when pyproject.toml changed).
 
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: smoke study seeds sweep compare bench bench-loop test ui server install clean-runs
+.PHONY: smoke study sweep compare bench bench-loop test ui server install clean-runs
 
 install: $(STAMP)
 
@@ -31,19 +31,6 @@ smoke: $(STAMP)
 # left as it starts.
 study: $(STAMP)
 	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/python -m stages.study
-
-# Three training seeds: a DVC experiment in a temporary copy of the committed study (seed 42's stages are checked
-# out from the cache and up to date, seeds 43 and 44 are trained), logged to ./mlflow.db; its report is then copied out of the
-# experiment's commit into reports/three-seeds/ (commit it). Takes about twice the time of `make study`.
-SEEDS ?= [42,43,44]
-SEEDS_EXP := three-seeds-$(shell git rev-parse --short HEAD 2>/dev/null)
-seeds: $(STAMP)
-	-$(BIN)/dvc exp remove -q $(SEEDS_EXP) 2>/dev/null  # a rerun replaces it (not --force: that reruns every stage)
-	$(BIN)/dvc exp run --temp -n $(SEEDS_EXP) -S 'seeds=$(SEEDS)'
-	rm -rf reports/three-seeds && mkdir -p reports/three-seeds
-	git archive "$$(git show-ref | awk '$$2 ~ /^refs\/exps\/.*\/$(SEEDS_EXP)$$/ {print $$1}')" reports/README.md reports/figures \
-		| tar -x -C reports/three-seeds --strip-components=1
-	@echo "wrote reports/three-seeds/README.md (experiment $(SEEDS_EXP))"
 
 # Equal tuning effort: the same protocol for every generator (every GAN and ablation with lr_g = lr_d, ddpm and the
 # VAE with lr), carried through by `python -m stages.sweep run` (pipeline/tuning.py has the rules): the learning-rate
