@@ -135,3 +135,18 @@ def test_the_protocol_plans_from_what_is_done_and_pins_models_that_merge_an_edit
     assert "objective: nonsaturating  # the book's" in text and "batch_size: 32  # trains for budget.images" in text
     dcgan = text.split("  dcgan:\n")[1].split("\n\n")[0]
     assert dcgan.splitlines() == ["    <<: *gan", "    upsamplings: 2", "    lr_g: 0.001", "    lr_d: 0.001"]
+
+
+def test_the_protocol_runner_refuses_bad_arguments_with_one_line():
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for args, message in ((["--until", "everything"], "--until 'everything': lr or batch"),
+                          (["--grid", "0.01 fast"], "--grid '0.01 fast': learning rates"),
+                          (["--grid", "0 0.01"], "each above 0"),
+                          (["stacked"], "'stacked' is not a generator of params.yaml")):
+        done = subprocess.run([sys.executable, "-m", "stages.sweep", "run", *args, "--dry-run"], cwd=root,
+                              capture_output=True, text=True)
+        assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
