@@ -136,7 +136,7 @@ def _drain(root: Path, jobs: int) -> None:
         if (len(waiting), tuple(running)) != last:
             typer.echo(f"{len(waiting)} queued, running: {', '.join(running) or '-'}")
             last = (len(waiting), tuple(running))
-        time.sleep(20)
+        time.sleep(60)  # each `dvc queue status` costs a few CPU seconds
 
 
 def _summary(root: Path, out: Path) -> dict | None:
