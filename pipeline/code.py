@@ -16,6 +16,12 @@ its name inside a `matrix` stage, so `pipeline/models/deps/<name>/` holds a link
 `<name>` depend on that folder: an edit to progan.py reruns the ProGAN variants and StyleGAN, and no other model.
 `python -m pipeline.code` (re)writes the links.
 
+A command's own files are many (25 for train-gan), and DVC rewrites dvc.lock, every entry of every stage, after each
+stage it runs: listed one by one they made most of the lock file and of that work. So each command's files are
+linked too, under `pipeline/deps/<command>/` (`pipeline__train__gan.py` -> pipeline/train/gan.py), and a stage
+depends on that one folder: DVC hashes the files the links point to, so an edit to any of them reruns the stage as
+before, and the lock holds one entry instead of 25.
+
 dvc.yaml's deps are checked against this (tests/test_consistency.py), and a training checkpoint's fingerprint
 holds `code_hash` of the same files, so that a checkpoint made by other code is never resumed. Standard library
 only: it runs before anything heavy is imported.
@@ -26,6 +32,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import re
 import shutil
 import tomllib
 from functools import lru_cache
@@ -37,6 +44,7 @@ COMMANDS = "stages.commands"
 REGISTRY = "pipeline.models"
 REGISTRY_TABLE = ROOT / "pipeline" / "models" / "registry.toml"  # one table per model
 HANDLES = ROOT / "pipeline" / "models" / "deps"  # deps/<model>/<file>.py -> ../../<file>.py
+COMMAND_HANDLES = ROOT / "pipeline" / "deps"  # deps/<command>/pipeline__train__gan.py -> ../../../pipeline/train/gan.py
 
 
 def module_file(name: str) -> Path | None:
@@ -134,25 +142,44 @@ def model_files(name: str) -> list[str]:
     return files(model_modules(name))
 
 
-def write_handles(root: Path = HANDLES) -> list[str]:
-    """pipeline/models/deps/<model>/: a relative link to each of the model's own files (the folder its stages
-    depend on), for every registered model; returns the models whose links changed."""
+def _sync_links(folder: Path, links: dict[str, str]) -> bool:
+    """`folder` holding exactly `links` (name -> relative target); True if anything changed."""
+    have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    if have == set(links) and all(os.readlink(folder / name) == target for name, target in links.items()):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, target in sorted(links.items()):
+        (folder / name).symlink_to(target)
+    return True
+
+
+def _sync_folders(root: Path, wanted: dict[str, dict[str, str]]) -> list[str]:
     changed = []
-    wanted = {name: {Path(f).name for f in model_files(name)} for name in registry_modules()}
     for stale in (p for p in (root.iterdir() if root.is_dir() else []) if p.name not in wanted):
         shutil.rmtree(stale)
         changed.append(stale.name)
-    for name, names in wanted.items():
-        folder = root / name
-        have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
-        if have == names and all(os.readlink(folder / f) == f"../../{f}" for f in names):
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        for f in sorted(names):
-            (folder / f).symlink_to(f"../../{f}")
-        changed.append(name)
-    return changed
+    return changed + [name for name, links in wanted.items() if _sync_links(root / name, links)]
+
+
+def stage_commands() -> list[str]:
+    """The commands dvc.yaml's stages run (`train_gan` for `python -m stages train-gan ...`), read from its cmds."""
+    text = (ROOT / "dvc.yaml").read_text()
+    return sorted({c.replace("-", "_") for c in re.findall(r"cmd: python -m stages ([a-z][a-z-]*)", text)})
+
+
+def command_links(command: str) -> dict[str, str]:
+    """pipeline/deps/<command>/'s links: one per file the command imports, named by its path."""
+    return {f.replace("/", "__"): f"../../../{f}" for f in command_files(command)}
+
+
+def write_handles(root: Path = HANDLES, commands_root: Path = COMMAND_HANDLES) -> list[str]:
+    """pipeline/models/deps/<model>/: a relative link to each of the model's own files, for every registered
+    model; pipeline/deps/<command>/: one to each file of each stage command. Returns the folders whose links
+    changed."""
+    models = {name: {Path(f).name: f"../../{Path(f).name}" for f in model_files(name)} for name in registry_modules()}
+    commands = {command: command_links(command) for command in stage_commands()}
+    return _sync_folders(root, models) + [f"deps/{c}" for c in _sync_folders(commands_root, commands)]
 
 
 def files(modules: set[str]) -> list[str]:
@@ -175,4 +202,4 @@ def code_hash(paths: list[str]) -> str:
 
 if __name__ == "__main__":
     changed = write_handles()
-    print(f"{HANDLES.relative_to(ROOT)}: " + (f"rewrote {', '.join(changed)}" if changed else "up to date"))
+    print("dependency links: " + (f"rewrote {', '.join(changed)}" if changed else "up to date"))

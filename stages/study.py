@@ -1,11 +1,12 @@
 """`python -m stages.study [DVC REPRO ARGS]` (`make study`): `dvc repro`, saying which stage of how many is running
 and about how long the whole study has left.
 
-Before DVC starts, the plan: the stages `dvc repro` will run, in its own order, each one DVC sees changed (deps,
-params, command, missing outputs on a fresh clone) or downstream of one that is planned (`dvc repro --dry` stops at
-the first stage whose inputs do not exist yet, so it cannot plan a fresh clone). Then DVC runs with its output
-passed through line by line; as a stage starts, one more line gives its place and the time left
-(pipeline/progress.py), beside the stage's own progress bar. The exit status is DVC's. Not a pipeline stage (and
+Before DVC starts, dvc.lock loses the entries of stages dvc.yaml no longer has (`prune_lock`). Then the plan: the
+stages `dvc repro` will run, in its own order, each one DVC sees changed (deps, params, command, missing outputs on
+a fresh clone) or downstream of one that is planned (`dvc repro --dry` stops at the first stage whose inputs do not
+exist yet, so it cannot plan a fresh clone). Then DVC runs with its output passed through line by line; as a stage
+starts, one more line gives its place and the time left (pipeline/progress.py), beside the stage's own progress
+bar. The exit status is DVC's. Not a pipeline stage (and
 not imported by one).
 """
 
@@ -35,8 +36,35 @@ def plan(root: Path = Path(".")) -> list[str]:
         return [stage.addressing for stage in order if stage in planned]
 
 
+def prune_lock(root: Path = Path(".")) -> list[str]:
+    """Drop the dvc.lock entries of stages dvc.yaml no longer has (a model or seed taken out, a stage renamed):
+    DVC keeps them forever, and rereads and rewrites the whole lock file after every stage it runs (a round-trip
+    YAML parse, the slowest part of its own work between stages), so they would cost time at every stage of every
+    study. Should a stage come back, DVC's run cache restores its outputs without running it."""
+    import yaml
+    from dvc.repo import Repo
+    from dvc.utils.serialize import modify_yaml
+
+    lock = root / "dvc.lock"
+    if not lock.is_file():
+        return []
+    with Repo(str(root)) as repo, repo.lock:
+        current = {stage.addressing for stage in repo.index.stages}
+        listed = (yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})
+        stale = [name for name in listed.get("stages", {}) if name not in current]
+        if stale:
+            with modify_yaml(lock) as data:
+                for name in stale:
+                    del data["stages"][name]
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    stale = prune_lock()
+    if stale:
+        print(f"make study: {len(stale)} dvc.lock entr{'y' if len(stale) == 1 else 'ies'} of stages no longer in "
+              f"dvc.yaml dropped", flush=True)
     stages, times = plan(), read_times()
     print(f"make study: {len(stages)} stage{'' if len(stages) == 1 else 's'} to run", flush=True)
     t0 = time.time()

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.code import HANDLES, PACKAGES, ROOT as CODE_ROOT, command_files, model_files, registry_modules
+from pipeline.code import (COMMAND_HANDLES, HANDLES, PACKAGES, ROOT as CODE_ROOT, command_files, model_files,
+                           registry_modules, stage_commands)
 from pipeline.models import EVAL_STAGE, MODELS, PARAMS_BLOCK, TRAIN_STAGE
 from stages import app
 from tests.conftest import ROOT
@@ -94,6 +95,21 @@ def test_each_model_s_dependency_links_point_at_its_own_files():
         assert linked == {(f, True) for f in model_files(name)}, name
     assert set(model_files("stylegan")) == {"pipeline/models/stylegan.py", "pipeline/models/progan.py"}
     assert set(model_files("progan_no_growing")) == {"pipeline/models/progan.py"}
+
+
+def test_each_command_s_dependency_links_point_at_the_files_it_imports():
+    """pipeline/deps/<command>/ links exactly the files `python -m stages <command>` imports, one folder per command
+    of dvc.yaml (run `python -m pipeline.code` after an import changes): each stage lists that folder, one dvc.lock
+    entry for 25 files."""
+    assert {p.name for p in COMMAND_HANDLES.iterdir()} == set(stage_commands()) >= {"train_gan", "evaluate", "report"}
+    for command in stage_commands():
+        links = list((COMMAND_HANDLES / command).iterdir())
+        assert all(p.is_symlink() and p.name == p.resolve().relative_to(CODE_ROOT).as_posix().replace("/", "__")
+                   for p in links), command
+        assert sorted(p.resolve().relative_to(CODE_ROOT).as_posix() for p in links) == command_files(command)
+    for name, stage in _dvc_yaml()["stages"].items():
+        listed = [d for d in stage["deps"] if d.endswith(".py")]
+        assert not listed, f"{name}: code listed file by file ({listed[:2]}...), not through pipeline/deps/"
 
 
 def test_a_model_s_stages_depend_on_its_own_registry_entry_and_the_report_on_all():

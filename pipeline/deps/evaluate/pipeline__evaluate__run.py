@@ -1,0 +1,1 @@
+../../../pipeline/evaluate/run.py

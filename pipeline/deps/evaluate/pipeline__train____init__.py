@@ -1,0 +1,1 @@
+../../../pipeline/train/__init__.py

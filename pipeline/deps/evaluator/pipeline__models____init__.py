@@ -1,0 +1,1 @@
+../../../pipeline/models/__init__.py

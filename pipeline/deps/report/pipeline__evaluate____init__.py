@@ -1,0 +1,1 @@
+../../../pipeline/evaluate/__init__.py

@@ -1,0 +1,1 @@
+../../../pipeline/report/__init__.py

@@ -1,0 +1,1 @@
+../../../pipeline/report/claims.py

@@ -1,0 +1,1 @@
+../../../pipeline/report/stats.py
