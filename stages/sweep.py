@@ -79,11 +79,14 @@ def queue(models: list[str] = typer.Argument(None, help="Models to sweep (defaul
 
 
 def _queue_tasks(root: Path) -> list[tuple[str, str, str]]:
-    """(task id, experiment name, status) of each task `dvc queue status` lists."""
+    """(task id, experiment name, status) of each task `dvc queue status` lists; a last ("", "", "workers <n>")
+    says how many workers are active."""
+    import re
     import subprocess
 
     out = subprocess.run(["dvc", "queue", "status"], cwd=root, capture_output=True, text=True).stdout
-    tasks = []
+    workers = re.search(r"Worker status: (\d+) active", out)
+    tasks = [("", "", f"workers {workers.group(1) if workers else 0}")]
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed") and parts[0] != "Task":
@@ -111,13 +114,16 @@ def _alive(root: Path, task: str) -> bool:
 def _drain(root: Path, jobs: int) -> None:
     """Start `jobs` queue workers (each at cores / jobs threads unless OMP_NUM_THREADS says otherwise) and wait
     until nothing is queued or running. Tasks left Running by an interrupted machine are removed first (their cells
-    are planned again)."""
+    are planned again): only when no worker is active, since a live task is also listed Running before its run
+    starts and while its results are committed, with no process of its own."""
     import os
     import subprocess
     import time
 
-    for task, name, status in _queue_tasks(root):
-        if status == "Running" and not _alive(root, task):
+    tasks = _queue_tasks(root)
+    idle = ("", "", "workers 0") in tasks  # a task Running with no worker at all: its machine was interrupted
+    for task, name, status in tasks:
+        if idle and status == "Running" and not _alive(root, task):
             subprocess.run(["dvc", "queue", "kill", task], cwd=root, capture_output=True)
             subprocess.run(["dvc", "queue", "remove", task], cwd=root, capture_output=True)
             typer.echo(f"{name}: left Running by an interrupted run, no process: removed (planned again)")
