@@ -120,21 +120,25 @@ def _drain(root: Path, jobs: int) -> None:
     import subprocess
     import time
 
-    tasks = _queue_tasks(root)
-    idle = ("", "", "workers 0") in tasks  # a task Running with no worker at all: its machine was interrupted
-    for task, name, status in tasks:
-        if idle and status == "Running" and not _alive(root, task):
+    def tasks_now() -> list[tuple[str, str, str]]:
+        tasks = _queue_tasks(root)
+        if ("", "", "workers 0") not in tasks:
+            return tasks
+        stale = [(task, name) for task, name, status in tasks if status == "Running" and not _alive(root, task)]
+        for task, name in stale:  # a task Running with no worker at all: its machine or worker was stopped
             subprocess.run(["dvc", "queue", "kill", task], cwd=root, capture_output=True)
             subprocess.run(["dvc", "queue", "remove", task], cwd=root, capture_output=True)
             typer.echo(f"{name}: left Running by an interrupted run, no process: removed (planned again)")
-    if not any(status in ("Queued", "Running") for _, _, status in _queue_tasks(root)):
+        return _queue_tasks(root) if stale else tasks
+
+    if not any(status in ("Queued", "Running") for _, _, status in tasks_now()):
         return
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, check=False)
     last = None
     while True:
-        tasks = _queue_tasks(root)
+        tasks = tasks_now()
         waiting = [n for _, n, st in tasks if st == "Queued"]
         running = [n for _, n, st in tasks if st == "Running"]
         if not waiting and not running:
