@@ -21,6 +21,27 @@ from stages import one_line_errors, study_root
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
+def _grid_values(grid: str) -> list[float]:
+    """--grid's learning rates, sorted, or one line naming what is wrong with it."""
+    from pipeline import StudyError
+
+    try:
+        values = sorted({float(v) for v in grid.split()})
+    except ValueError:
+        raise StudyError(f"--grid '{grid}': learning rates, space-separated numbers") from None
+    if not values or any(v <= 0 for v in values):
+        raise StudyError(f"--grid '{grid}': at least one learning rate, each above 0")
+    return values
+
+
+def _check_models(models: list[str] | None, tuned) -> None:
+    from pipeline import StudyError
+
+    for m in models or []:
+        if m not in tuned:
+            raise StudyError(f"'{m}' is not a generator of params.yaml; the sweep tunes {', '.join(tuned)}")
+
+
 @app.command()
 @one_line_errors
 def queue(models: list[str] = typer.Argument(None, help="Models to sweep (default: every generator of params.yaml)."),
@@ -42,19 +63,12 @@ def queue(models: list[str] = typer.Argument(None, help="Models to sweep (defaul
         raise StudyError(f"--stage '{stage}': lr or batch")
     params = read_params((study_root() / "params.yaml").read_text())
     tuned = swept(params)
-    for m in models or []:
-        if m not in tuned:
-            raise StudyError(f"'{m}' is not a generator of params.yaml; the sweep tunes {', '.join(tuned)}")
+    _check_models(models, tuned)
     seed = SELECTION_SEEDS[0] if seed is None else seed
     if seed not in SELECTION_SEEDS:
         raise StudyError(f"--seed {seed} is not a selection seed ({', '.join(map(str, SELECTION_SEEDS))}): a grid "
                          "cell at a reporting seed would be both the choice and the result")
-    try:
-        values = sorted({float(v) for v in grid.split()})
-    except ValueError:
-        raise StudyError(f"--grid '{grid}': learning rates, space-separated numbers") from None
-    if not values or any(v <= 0 for v in values):
-        raise StudyError(f"--grid '{grid}': at least one learning rate, each above 0")
+    values = _grid_values(grid)
     suffix = "" if seed == SELECTION_SEEDS[0] else f"-s{seed}"
     chosen = {m: tuned[m] for m in models or tuned}
     batches = None
@@ -186,17 +200,10 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
     root = study_root()
     if until not in ("lr", "batch"):
         raise StudyError(f"--until '{until}': lr or batch")
-    try:
-        values = sorted({float(v) for v in grid.split()})
-    except ValueError:
-        raise StudyError(f"--grid '{grid}': learning rates, space-separated numbers") from None
-    if not values or any(v <= 0 for v in values):
-        raise StudyError(f"--grid '{grid}': at least one learning rate, each above 0")
+    values = _grid_values(grid)
     params_path, out = root / "params.yaml", root / "metrics" / "lr_sweep.json"
     tuned = list(swept(read_params(params_path.read_text())))
-    for m in models or []:
-        if m not in tuned:
-            raise StudyError(f"'{m}' is not a generator of params.yaml; the sweep tunes {', '.join(tuned)}")
+    _check_models(models, tuned)
     chosen = list(models or tuned)
     tried: set[str] = set()
     if not dry_run:
