@@ -1,39 +1,38 @@
-"""Equal tuning effort: one learning-rate grid, the same for every generator the report ranks (every GAN and
-ablation, the diffusion model and the VAE), run as DVC experiments at a selection seed that no reported number uses.
+"""Equal tuning effort: one learning-rate grid, the same for every generator the report ranks (every GAN and ablation,
+the diffusion model and the VAE), run as DVC experiments at a selection seed that no reported number uses.
 
 `make sweep` queues one experiment per model and grid value (`queue_commands`: `dvc exp run --queue -n
 lr-<model>-<value> -S seeds=[<selection seed>] -S gans.<model>.lr_g=<value> -S gans.<model>.lr_d=<value>
-evaluate_gan@<model>-<selection seed>` for a GAN, `-S diffusion.ddpm.lr=<value> evaluate_diffusion@ddpm-<seed>`
-for a model with one learning rate: only that model's training and evaluation run, at the first of
-`SELECTION_SEEDS`; `-S ++evaluate.scope=selection`: the evaluation computes the numbers the choice reads and skips
-the analyses only the report shows), runs the queue (`dvc queue start`), then calls `collect`, which reads each
-experiment's committed params and metrics from its git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the validation split (mean ± std
-over sample sets: the number the choice is made on; the test split decides nothing), recall and
-classes covered per model and value, the best value per model and the value params.yaml uses. It merges with the
-cells already there at the same budget (a wider grid adds a column). The study's own runs are never cells: a cell
-is a run at a selection seed, and a reported number comes from the reporting `seeds` (the report refuses a seed
-in both lists), so the value a model is reported at was not chosen on the number reported. A cell counts only for the model's
-current setting: each records a hash of the model's params other than its learning rates, and an experiment or an
-earlier cell of another setting (a batch size, EMA or the data's splits changed since the sweep) is left out and named, so a table
-never mixes two recipes of one model. The report's *Tuning effort* section shows it.
+evaluate_gan@<model>-<selection seed>` for a GAN, `-S diffusion.ddpm.lr=<value> evaluate_diffusion@ddpm-<seed>` for
+a model with one learning rate: only that model's training and evaluation run, at the first of `SELECTION_SEEDS`;
+`-S ++evaluate.scope=selection`: the evaluation computes the numbers the choice reads and skips the analyses only
+the report shows), runs the queue (`dvc queue start`), then calls `collect`, which reads each experiment's committed
+params and metrics from its git ref and writes `metrics/lr_sweep.json`: the grid, the budget, FID against the
+validation split (mean ± std over sample sets: the number the choice is made on; the test split decides nothing),
+recall and classes covered per model and value, the best value per model and the value params.yaml uses. It merges
+with the cells already there at the same budget (a wider grid adds a column). The study's own runs are never cells:
+a cell is a run at a selection seed, and a reported number comes from the reporting `seeds` (the report refuses a
+seed in both lists), so the value a model is reported at was not chosen on the number reported. A cell counts only
+for the model's current setting: each records a hash of the model's params other than its learning rates, and an
+experiment or an earlier cell of another setting (a batch size, EMA or the data's splits changed since the sweep) is
+left out and named, so a table never mixes two recipes of one model. The report's *Tuning effort* section shows it.
 
 The rules that read the grid are fixed here, before it runs (`decide`): the best value is the one of lowest
-validation FID; a best value at an end of the grid extends it by one step on the 1-3-10 ladder; where the best cell is not ahead of the runner-up by more than its own sample-set spread,
-both are rerun at the second selection seed (experiments `lr-<model>-<value>-s<seed>`) and the mean over the
-selection seeds decides.
+validation FID; a best value at an end of the grid extends it by one step on the 1-3-10 ladder; where the best cell
+is not ahead of the runner-up by more than its own sample-set spread, both are rerun at the second selection seed
+(experiments `lr-<model>-<value>-s<seed>`) and the mean over the selection seeds decides.
 
-Then the batch-size stage: batch sizes 16, 32 and 64 (`BATCH_GRID`) at each
-model's best learning rate, experiments `bs-<model>-<batch>` (the batch size params.yaml uses is the learning-rate
-grid's cell, the same run). Its cells' setting leaves the batch size free; the best batch is the lowest validation
-FID, a close call goes to the second selection seed as above, and where a batch size other than params.yaml's
-wins, the rules ask for it to be set and for the learning rate's two neighbours to be run at it (a cell of the
-batch-size stage at the batch size in use counts in the learning-rate grid, so the grid at the new batch has
-three cells, and its own rules go on from there).
+Then the batch-size stage: batch sizes 16, 32 and 64 (`BATCH_GRID`) at each model's best learning rate, experiments
+`bs-<model>-<batch>` (the batch size params.yaml uses is the learning-rate grid's cell, the same run). Its cells'
+setting leaves the batch size free; the best batch is the lowest validation FID, a close call goes to the second
+selection seed as above, and where a batch size other than params.yaml's wins, the rules ask for it to be set and
+for the learning rate's two neighbours to be run at it (a cell of the batch-size stage at the batch size in use
+counts in the learning-rate grid, so the grid at the new batch has three cells, and its own rules go on from there).
 
 `plan` reads the summary and says what the protocol needs next, cell by cell, and `set_params` writes what it
 decided (a batch size that won, then each model's best learning rate) into params.yaml: `make sweep` (`python -m
-stages.sweep run`) alternates planning, running the planned cells and collecting until nothing is left, so the
-whole protocol is one command and a rerun only runs what is missing.
+stages.sweep run`) alternates planning, running the planned cells and collecting until nothing is left, so the whole
+protocol is one command and a rerun only runs what is missing.
 """
 
 from __future__ import annotations

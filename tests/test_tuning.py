@@ -111,7 +111,8 @@ def test_the_protocol_runs_the_grid_its_rules_the_batch_stage_and_the_neighbours
 
 def test_the_protocol_plans_from_what_is_done_and_pins_models_that_merge_an_edited_block(tmp_path):
     git = _repo(tmp_path)
-    fid = lambda model, lr, batch, seed: {0.001: 300, 0.003: 200, 0.01: 250}[lr] + (0 if model == "gan" else 50)  # noqa: E731
+    def fid(model, lr, batch, seed):
+        return {0.001: 300, 0.003: 200, 0.01: 250}[lr] + (0 if model == "gan" else 50)
     params = read_params(PARAMS)
     cells, edits = plan(None, params, ["gan", "dcgan"], [0.001, 0.003, 0.01], until="lr")
     assert [cell_name(k, m, lr, s) for k, m, lr, _, s in cells] == [
