@@ -49,7 +49,8 @@ def prune_lock(root: Path = Path(".")) -> list[str]:
     if not lock.is_file():
         return []
     with Repo(str(root)) as repo, repo.lock:
-        current = {stage.addressing for stage in repo.index.stages}
+        here = (root / "dvc.yaml").resolve()
+        current = {stage.name for stage in repo.index.stages if Path(stage.dvcfile.path).resolve() == here}
         listed = (yaml.load(lock.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {})
         stale = [name for name in listed.get("stages", {}) if name not in current]
         if stale:

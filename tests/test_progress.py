@@ -34,3 +34,22 @@ def test_the_line_and_the_last_study_s_times(tmp_path):
     assert read_times(tmp_path / "missing.json") == {}
     path.write_text("[1, 2]")
     assert read_times(path) == {}
+
+
+def test_make_study_drops_lock_entries_of_stages_dvc_yaml_no_longer_has(tmp_path):
+    """DVC keeps a removed stage's dvc.lock entry forever and rewrites the whole lock after every stage it runs;
+    `make study` drops such entries first, and leaves the others as DVC wrote them."""
+    import subprocess
+
+    from stages.study import prune_lock
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text("stages:\n  hello:\n    cmd: echo hello > out.txt\n    outs:\n      - out.txt\n")
+    subprocess.run(["dvc", "repro", "-q"], cwd=tmp_path, check=True)
+    kept = (tmp_path / "dvc.lock").read_text()
+    assert prune_lock(tmp_path) == []
+    (tmp_path / "dvc.lock").write_text(kept + "  gone@a-42:\n    cmd: echo gone\n  gone@b-42:\n    cmd: echo gone\n")
+    assert prune_lock(tmp_path) == ["gone@a-42", "gone@b-42"]
+    assert (tmp_path / "dvc.lock").read_text() == kept
+    assert "up to date" in subprocess.run(["dvc", "status"], cwd=tmp_path, capture_output=True, text=True).stdout
