@@ -34,17 +34,17 @@ study: $(STAMP)
 
 # Equal tuning effort: the same protocol for every generator (every GAN and ablation with lr_g = lr_d, ddpm and the
 # VAE with lr), carried through by `python -m stages.sweep run` (pipeline/tuning.py has the rules): the learning-rate
-# grid at a selection seed no reported number uses (the first of pipeline/tuning.py's SELECTION_SEEDS), a value
-# beyond an end where the best is there, close calls rerun at the second selection seed, then batch sizes 16, 32 and
-# 64 at the best learning rate (and, where another batch size wins, it is set and the learning rate's neighbours run
-# at it), judged on validation FID; at the end each model's best values are written into params.yaml. Each cell is
-# one queued DVC experiment running only that model's training and evaluation, SWEEP_JOBS at once (each at cores /
-# SWEEP_JOBS threads: two one-thread cells get more through two cores than one two-thread cell); the cells are
-# summarised into metrics/lr_sweep.json (commit it with params.yaml; the report's Tuning effort shows it). A rerun
-# plans from what is done: after an interruption, or with a wider LR_GRID, only the missing cells run.
-# SWEEP_MODELS (default: every generator) narrows it; SWEEP_UNTIL=lr stops before the batch-size stage;
-# SWEEP_ROUNDS=N after N rounds of cells.
-LR_GRID ?= 0.0003 0.001 0.003 0.01 0.03
+# grid (LR_GRID) at a selection seed no reported number uses (the first of pipeline/tuning.py's SELECTION_SEEDS), a
+# value one step beyond an end where the best is there (and again while it wins), close calls rerun at the second
+# selection seed, then batch sizes 16, 32 and 64 at the best learning rate (and, where another batch size wins, it is
+# set and the learning rate's neighbours run at it), judged on validation FID; at the end each model's best values are
+# written into params.yaml. Each cell is one queued DVC experiment running only that model's training and evaluation,
+# SWEEP_JOBS at once (each at cores / SWEEP_JOBS threads: two one-thread cells get more through two cores than one
+# two-thread cell); the cells are summarised into metrics/lr_sweep.json as each finishes (commit it with params.yaml:
+# the experiments stay on the machine that ran them; the report's Tuning effort shows it). A rerun plans from what is
+# done: after an interruption, or with a wider LR_GRID, only the missing cells run. SWEEP_MODELS (default: every
+# generator) narrows it; SWEEP_UNTIL=lr stops before the batch-size stage; SWEEP_ROUNDS=N after N rounds of cells.
+LR_GRID ?= 0.001 0.003 0.01
 SWEEP_MODELS ?=
 SWEEP_JOBS ?= 2
 SWEEP_UNTIL ?= batch

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
@@ -45,7 +46,7 @@ def _check_models(models: list[str] | None, tuned) -> None:
 @app.command()
 @one_line_errors
 def queue(models: list[str] = typer.Argument(None, help="Models to sweep (default: every generator of params.yaml)."),
-          grid: str = typer.Option("0.0003 0.001 0.003 0.01 0.03", help="Learning rates, space-separated."),
+          grid: str = typer.Option("0.001 0.003 0.01", help="Learning rates, space-separated."),
           seed: int = typer.Option(None, help="The selection seed (default: the first of pipeline.tuning's)."),
           stage: str = typer.Option("lr", help="lr: the learning-rate grid; batch: batch sizes 16, 32 and 64 at each "
                                     "model's best learning rate of metrics/lr_sweep.json."),
@@ -125,14 +126,18 @@ def _alive(root: Path, task: str) -> bool:
     return False
 
 
-def _drain(root: Path, jobs: int) -> None:
+def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) -> None:
     """Start `jobs` queue workers (each at cores / jobs threads unless OMP_NUM_THREADS says otherwise) and wait
-    until nothing is queued or running. Tasks left Running by an interrupted machine are removed first (their cells
+    until nothing is queued or running, calling `finished` each time a cell has finished (so the summary holds
+    every result as it comes, not only at the end of a round: experiment refs stay on the machine that ran them,
+    the summary is a file to commit). Tasks left Running by an interrupted machine are removed first (their cells
     are planned again): only when no worker is active, since a live task is also listed Running before its run
     starts and while its results are committed, with no process of its own."""
     import os
     import subprocess
     import time
+
+    from pipeline.tuning import experiment_refs
 
     def tasks_now() -> list[tuple[str, str, str]]:
         tasks = _queue_tasks(root)
@@ -150,12 +155,17 @@ def _drain(root: Path, jobs: int) -> None:
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, check=False)
-    last = None
+    last, done = None, len(experiment_refs(root))
     while True:
+        if finished is not None and len(experiment_refs(root)) != done:
+            done = len(experiment_refs(root))
+            finished()
         tasks = tasks_now()
         waiting = [n for _, n, st in tasks if st == "Queued"]
         running = [n for _, n, st in tasks if st == "Running"]
         if not waiting and not running:
+            if finished is not None and len(experiment_refs(root)) != done:
+                finished()
             return
         if (len(waiting), tuple(running)) != last:
             typer.echo(f"{len(waiting)} queued, running: {', '.join(running) or '-'}")
@@ -181,7 +191,8 @@ def _summary(root: Path, out: Path) -> dict | None:
 @app.command()
 @one_line_errors
 def run(models: list[str] = typer.Argument(None, help="Models to tune (default: every generator of params.yaml)."),
-        grid: str = typer.Option("0.0003 0.001 0.003 0.01 0.03", help="The learning-rate grid, space-separated."),
+        grid: str = typer.Option("0.001 0.003 0.01", help="The learning-rate grid, space-separated (a best value at "
+                                 "an end extends it one step on the 1-3-10 ladder, and again while it wins)."),
         jobs: int = typer.Option(2, min=1, help="Cells run at once (each at cores / jobs threads)."),
         until: str = typer.Option("batch", help="lr: stop once the learning-rate grid is settled; batch: go on "
                                   "through the batch-size stage."),
@@ -207,7 +218,7 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
     chosen = list(models or tuned)
     tried: set[str] = set()
     if not dry_run:
-        _drain(root, jobs)  # cells an interrupted run left in the queue
+        _drain(root, jobs, lambda: _summary(root, out))  # cells an interrupted run left in the queue
     while True:
         params = read_params(params_path.read_text())
         summary = _summary(root, out)
@@ -239,7 +250,7 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
             done = subprocess.run(cell_command(cell, params), cwd=root, capture_output=True, text=True)
             if done.returncode:
                 raise StudyError(f"queueing {name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
-        _drain(root, jobs)
+        _drain(root, jobs, lambda: _summary(root, out))
     _print_summary(summary)
 
 
