@@ -390,6 +390,25 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
     return summary
 
 
+def record_diverged(out: Path, cell: tuple[str, str, float, int | None, int], params: dict, why: str) -> None:
+    """A cell whose training diverged (the loop stopped on a non-finite loss or weight: no model, no metrics) is a
+    result of the grid, not a failure to retry: written into the summary at `out` as diverged, with no FID, so it
+    loses to every cell that finished and the protocol goes on (the collector keeps it: no experiment replaces it)."""
+    kind, model, lr, batch, seed = cell
+    if out.is_file():
+        summary = json.loads(out.read_text())
+    else:
+        summary = {"grid": [], "budget_images": params["budget"]["images"], "results": {}}
+    block = swept(params)[model]
+    entry = {"fid": None, "fid_std": None, "recall": None, "classes_covered": None, "diverged": why,
+             "seeds": [seed], "setting": _setting(model, params[block][model], params, FREE[kind])}
+    if kind == "lr":
+        summary["results"].setdefault(model, {})[f"{lr:g}"] = entry
+    else:
+        summary.setdefault("batch", {}).setdefault(model, {})[str(batch)] = {**entry, "lr": f"{lr:g}"}
+    write_json(out, summary)
+
+
 def cell_name(kind: str, model: str, value: float, seed: int) -> str:
     """A cell's experiment name: `lr-<model>-<lr>` or `bs-<model>-<batch>`, `-s<seed>` at the second selection
     seed."""

@@ -174,7 +174,8 @@ def train_diffusion(name: str = typer.Argument(..., help="A diffusion model list
 @command
 def evaluate(name: str = typer.Argument(..., help="A trained model listed in params.yaml."), seed: int = SEED,
              params: Path = PARAMS, tracking: Tracking = TRACKING) -> None:
-    """Evaluate one trained model: write metrics/<name>-<seed>.json and its grids under runs/<name>-<seed>/eval."""
+    """Evaluate one trained model: write metrics/<name>-<seed>.json, its grids and arrays under runs/<name>-<seed>/figures and its timing
+    and profile under runs/<name>-<seed>/eval."""
     from pipeline.data import load
     from pipeline.evaluate.evaluator import load_evaluator
     from pipeline.evaluate.run import evaluate_model
@@ -189,7 +190,7 @@ def evaluate(name: str = typer.Argument(..., help="A trained model listed in par
         run = run_name(name, cfg.seed)
         data, net, tracker = load(DATA), load_evaluator(Path("models/evaluator.pt")), tracker_for(cfg, tracking)
     metrics = evaluate_model(name, cfg, data, Path(f"models/{run}.pt"), net, Path(f"metrics/{run}.json"),
-                             Path(f"runs/{run}/eval"), tracker, study_root())
+                             Path(f"runs/{run}/eval"), Path(f"runs/{run}/figures"), tracker, study_root())
     shown = {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)}
     typer.echo(f"{run}: {shown}")
 

@@ -251,7 +251,26 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
             if done.returncode:
                 raise StudyError(f"queueing {name} failed: {(done.stderr or done.stdout).strip()[-300:]}")
         _drain(root, jobs, lambda: _summary(root, out))
+        _diverged(root, out, dict(zip(names, cells)), params)
     _print_summary(summary)
+
+
+def _diverged(root: Path, out: Path, cells: dict, params: dict) -> None:
+    """Record the round's cells whose training diverged (the training loop's error in the task's log) as such in
+    the summary: a learning rate too high to train is the grid's answer for that cell, not a run to repeat. A cell
+    that failed otherwise, or at the second selection seed, is left for the next round to report."""
+    import subprocess
+
+    from pipeline.tuning import SELECTION_SEEDS, record_diverged
+
+    for task, name, status in _queue_tasks(root):
+        if status != "Failed" or name not in cells or cells[name][4] != SELECTION_SEEDS[0]:
+            continue
+        log = subprocess.run(["dvc", "queue", "logs", task], cwd=root, capture_output=True, text=True).stdout
+        why = next((line.strip() for line in log.splitlines() if "training diverged" in line), None)
+        if why:
+            record_diverged(out, cells[name], params, why[-300:])
+            typer.echo(f"{name}: training diverged: recorded as such")
 
 
 def _print_summary(summary: dict | None) -> None:

@@ -83,10 +83,11 @@ def test_evaluation_sweeps_the_sampling_steps(tiny_cfg, tiny_data, tiny_evaluato
 
     paths = TrainPaths.for_model("ddpm-42", tmp_path)
     assert train_model("ddpm", tiny_cfg, tiny_data, paths, judge=None)
-    metrics = evaluate_model("ddpm", tiny_cfg, tiny_data, paths.model, tiny_evaluator, tmp_path / "m.json", tmp_path / "eval")
+    metrics = evaluate_model("ddpm", tiny_cfg, tiny_data, paths.model, tiny_evaluator, tmp_path / "m.json", tmp_path / "eval",
+                             tmp_path / "figures")
     import json
 
-    arrays = json.loads((tmp_path / "eval" / "arrays.json").read_text())
+    arrays = json.loads((tmp_path / "figures" / "arrays.json").read_text())  # what the report draws
     cfg = tiny_cfg.model("ddpm")
     k = len(cfg.steps_sweep)
     assert cfg.eta == 1.0 and arrays["sweep_steps"] == [*cfg.steps_sweep, *cfg.steps_sweep, cfg.timesteps]
@@ -96,14 +97,16 @@ def test_evaluation_sweeps_the_sampling_steps(tiny_cfg, tiny_data, tiny_evaluato
     assert timing["sweep_seconds_per_1000"][-1] > timing["sweep_seconds_per_1000"][0] > 0
     assert len(arrays["abar_linear"]) == len(arrays["schedule_t"]) == len(arrays["abar_cosine"])
     assert timing["sample_seconds_per_1000"] > 0 and "fid" in metrics and metrics["family"] == "diffusion"
-    assert {"trajectory.png", "samples_by_steps.png", "samples.png"} <= {p.name for p in (tmp_path / "eval").iterdir()}
+    assert {"trajectory.png", "samples_by_steps.png", "samples.png"} <= {p.name for p in (tmp_path / "figures").iterdir()}
+    assert {p.name for p in (tmp_path / "eval").iterdir()} == {"timing.json", "profile.json"}  # the records, in git
 
     # a tuning grid's cell: only the numbers its choice reads, the same values as the full evaluation's
     scoped = tiny_cfg.model_copy(update={"evaluate": tiny_cfg.evaluate.model_copy(update={"scope": "selection"})})
-    cell = evaluate_model("ddpm", scoped, tiny_data, paths.model, tiny_evaluator, tmp_path / "c.json", tmp_path / "c")
+    cell = evaluate_model("ddpm", scoped, tiny_data, paths.model, tiny_evaluator, tmp_path / "c.json", tmp_path / "c",
+                          tmp_path / "c_figures")
     assert {k: cell[k] for k in ("fid", "fid_val", "fid_val_std", "recall", "classes_covered")} == \
         {k: metrics[k] for k in ("fid", "fid_val", "fid_val_std", "recall", "classes_covered")}
-    assert "memorization" not in cell and not (tmp_path / "c" / "arrays.json").exists()  # no analyses, no sweep
+    assert "memorization" not in cell and not (tmp_path / "c_figures" / "arrays.json").exists()  # no analyses, no sweep
 
 
 def test_ddim_starts_where_x0_is_well_conditioned():

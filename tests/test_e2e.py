@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -350,3 +351,13 @@ def test_a_second_seed_adds_its_own_stages_and_the_report_aggregates(study):
     assert "2 training seeds (42, 43)" in report and "Mean ± standard deviation over the 2 training seeds" in report
     assert "Neighbours in that ranking: 2 training seeds: no claim" in report  # a test over seeds needs 3
     assert re.search(r"each evaluated on \d+ disjoint sample sets", report)  # a count, not a mean over seeds (5.0)
+
+    # each run's records are in git, its model, grids and figures in DVC's cache: a seed trained on another machine
+    # (its cached outputs absent here) still counts in full when the report is rebuilt from a clone
+    for path, ignored in (("runs/gan-43/train/history.json", False), ("runs/gan-43/eval/timing.json", False),
+                          ("runs/gan-43/grids", True), ("runs/gan-43/figures", True), ("models/gan-43.pt", True)):
+        assert (sh("git", "check-ignore", "-q", path, cwd=repo, env=env, check=False).returncode == 0) == ignored, path
+    for path in [*repo.glob("models/*-43.pt"), *repo.glob("runs/*-43/grids"), *repo.glob("runs/*-43/figures")]:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    sh("dvc", "repro", "--force", "--single-item", "report", cwd=repo, env=env)
+    assert (repo / "reports" / "README.md").read_text() == report

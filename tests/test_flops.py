@@ -26,6 +26,7 @@ def test_a_linear_autoencoder_counts_as_by_hand(tiny_cfg, tiny_data, tmp_path):
     timing = _timing(paths)
     assert timing["flops_per_image"] == 10 * d * k
     assert timing["peak_gflops"] > 0 and 0 < timing["peak_share"] < 1
+    assert timing["machine"].endswith(f", {torch.get_num_threads()} threads")  # what the times were measured on
     assert timing["gflops"] == pytest.approx(10 * d * k * timing["images_per_second"] / 1e9, rel=1e-2)
 
 

@@ -75,6 +75,10 @@ def test_tuning_effort_names_edge_optima_close_calls_and_models_off_their_best()
     assert "Cells not run: `a` at 0.001." in text
     assert "Every model's best value is ahead of its runner-up by more than its sample-set spread." in text
 
+    results["a"]["0.03"] = {**_cell(0, 0), "fid": None, "fid_std": None, "diverged": "a: training diverged at ..."}
+    text = tuning(_study(results, {"a": "0.01", "b": "0.003"}))  # a rate too high to train: the cell says so
+    assert ["a", "–", "200 ± 5 (10)", "150 ± 5 (10)", "diverged"] in [r[:5] for r in _rows(text)]
+
 
 def test_no_study_run_is_a_grid_cell_and_no_selection_run_is_reported(tmp_path):
     """The study's own run at the value params.yaml uses is a reporting seed's: never a cell, even when the sweep
@@ -474,3 +478,14 @@ def test_the_batch_stage_runs_at_the_best_learning_rate_and_a_new_batch_asks_for
     assert moved["results"]["gan"] == {"0.003": {**_cell(150, 5), "setting": at(16)}}  # the batch cell, at 16
     assert "the cell gan at 0.001" in moved["dropped"] and moved["batch_best"] == {"gan": "16"}
     assert "batch" not in moved["next"].get("gan", {})  # its batch is its best: nothing more asked of this stage
+
+
+def test_the_time_section_names_the_machine_each_seed_trained_on():
+    from pipeline.report.sections import _machines
+
+    one = {"a": {1: {"machine": "CPU X, 2 threads"}, 2: {"machine": "CPU X, 2 threads"}}, "b": {1: {}}}
+    assert _machines(SimpleNamespace(by_seed=one)) == " The training stages ran on CPU X, 2 threads."
+    one["b"][3] = {"machine": "CPU Y, 2 threads"}  # a seed trained on another machine
+    assert _machines(SimpleNamespace(by_seed=one)) == \
+        " The training stages ran on CPU X, 2 threads (seeds 1, 2); CPU Y, 2 threads (seed 3)."
+    assert _machines(SimpleNamespace(by_seed={"a": {1: {}}})) == ""  # runs that predate the record

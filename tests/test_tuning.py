@@ -10,7 +10,7 @@ import subprocess
 import yaml
 
 from pipeline.config import read_params
-from pipeline.tuning import cell_command, cell_name, collect, experiment_refs, plan, set_params
+from pipeline.tuning import cell_command, cell_name, collect, experiment_refs, plan, record_diverged, set_params
 
 PARAMS = """\
 seeds: [42]  # the reporting seeds
@@ -151,3 +151,19 @@ def test_the_protocol_runner_refuses_bad_arguments_with_one_line():
                               capture_output=True, text=True)
         assert done.returncode != 0 and message in done.stderr, (args, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_diverged_cell_is_the_grids_answer_for_it_not_a_cell_to_rerun(tmp_path):
+    git = _repo(tmp_path)
+    params, out = read_params(PARAMS), tmp_path / "metrics" / "lr_sweep.json"
+    cells, _ = plan(None, params, ["gan"], [0.001, 0.003, 0.01], until="lr")
+    for cell in cells:  # 0.01 stops on a non-finite loss: no model, no metrics, no experiment ref
+        if cell[2] == 0.01:
+            record_diverged(out, cell, params, "gan: training diverged at epoch 3, step 180: a loss term ...")
+        else:
+            _run_cell(tmp_path, git, cell, lambda model, lr, batch, seed: {0.001: 300, 0.003: 200}[lr])
+    summary = collect(tmp_path, out)
+    assert summary["results"]["gan"]["0.01"]["fid"] is None and "diverged" in summary["results"]["gan"]["0.01"]
+    assert summary["best"]["gan"] == "0.003" and summary["next"] == {}  # it loses; nothing is rerun
+    assert plan(summary, params, ["gan"], [0.001, 0.003, 0.01], until="lr") == (
+        [], {"gan": {"lr_g": 0.003, "lr_d": 0.003}})

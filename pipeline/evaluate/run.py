@@ -34,8 +34,10 @@ from pipeline.train.common import (batched, count_params, grid, interleave_rows,
 
 
 def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path, net: EvaluatorNet,
-                   metrics_path: Path, out_dir: Path, tracker=None, root: Path = Path(".")) -> dict:
-    """Metrics, grids and arrays of one model; `profile.json` in `out_dir` says where the stage's time went."""
+                   metrics_path: Path, out_dir: Path, figures_dir: Path, tracker=None, root: Path = Path(".")) -> dict:
+    """Metrics (`metrics_path`), grids and arrays (`figures_dir`: what the report draws) of one model; in `out_dir`,
+    the run's small records: `timing.json` (how long sampling takes) and `profile.json` (where the stage's time
+    went)."""
     tracker = tracker or NullTracker()
     with CLOCK.phase("setup"):
         device = resolve_device(cfg.device)
@@ -51,15 +53,17 @@ def evaluate_model(name: str, cfg: StudyConfig, data: Dataset, model_path: Path,
     stage = f"{EVAL_STAGE[spec(name).family]}@{run_name(name, cfg.seed)}"
     with tracker.run(stage, tags=run_tags(root, stage, name, cfg.seed),
                      params={"model": name, "seed": cfg.seed, "evaluate": cfg.evaluate.model_dump()}):
-        with CLOCK.phase("write"), atomic_dir(out_dir) as tmp:
-            for key, images in grids.items():
-                image = grid(images)
-                save_grid(image, tmp / f"{key}.png")
-                tracker.log_image(image, key=key)
-            if arrays:
-                write_json(tmp / "arrays.json", arrays)
-            if timing:  # times apart from the metrics, which are the same bytes on every run
-                write_json(tmp / "timing.json", timing)
+        with CLOCK.phase("write"):
+            with atomic_dir(figures_dir) as tmp:
+                for key, images in grids.items():
+                    image = grid(images)
+                    save_grid(image, tmp / f"{key}.png")
+                    tracker.log_image(image, key=key)
+                if arrays:
+                    write_json(tmp / "arrays.json", arrays)
+            with atomic_dir(out_dir) as tmp:
+                if timing:  # times apart from the metrics, which are the same bytes on every run
+                    write_json(tmp / "timing.json", timing)
         with CLOCK.phase("tracking"):
             tracker.log_metrics({k: v for k, v in {**metrics, **timing}.items() if isinstance(v, (int, float))})
             tracker.describe(description(name, payload["family"], {**metrics, **timing}))

@@ -30,9 +30,9 @@ class Study:
     metrics: dict[str, dict]  # per model: metrics/<m>-<seed>.json with timing, averaged over the seeds
     histories: dict[str, list[dict]]  # per model: runs/<m>-<first seed>/train/history.json
     curves: dict[str, list[dict]]  # per generative model: runs/<m>-<first seed>/train/curve.json
-    arrays: dict[str, dict[str, list]]  # per model: runs/<m>-<first seed>/eval/arrays.json (may be empty)
+    arrays: dict[str, dict[str, list]]  # per model: runs/<m>-<first seed>/figures/arrays.json (may be empty)
     figures: Path  # where figures are written
-    runs: Path  # runs/: the per-epoch grids of training
+    runs: Path  # runs/: each run's records (in git) and, for the first seed, its grids and arrays
     by_seed: dict[str, dict[int, dict]]  # per model and seed: that run's metrics and timing
     results: pd.DataFrame  # every number of by_seed, one row each: model, seed, sample_set, metric, value
     tuning: dict | None = None  # metrics/lr_sweep.json (`make sweep`) as the study stands now, when there is one
@@ -177,7 +177,7 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
     stats = {n: rows.droplevel("model") for n, rows in seed_stats(results).groupby(level="model", sort=False)}
     metrics = {n: over_seeds([by_seed[n][s] for s in cfg.seeds], stats.get(n)) for n in names}
     histories = {n: read_json(runs_dir / run_name(n, first) / "train" / "history.json") for n in names}
-    arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "eval" / "arrays.json").is_file() else {}
+    arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "figures" / "arrays.json").is_file() else {}
               for n in names}
     curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
     return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
@@ -249,7 +249,7 @@ def write_report(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, out_dir: P
             write_json(headline_json, headline(study))
             write_results(study, results_csv)
             for n in study.metrics:
-                for grid in sorted((study.run_dir(n) / "eval").glob("*.png")):
+                for grid in sorted((study.run_dir(n) / "figures").glob("*.png")):
                     shutil.copyfile(grid, study.figures / f"{n}_{grid.name}")
             parts = [section(study) for section in SECTIONS]
             readme.write_text("\n".join(p for p in parts if p).rstrip() + "\n")

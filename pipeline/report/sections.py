@@ -88,8 +88,9 @@ def header(study: Study) -> str:
     return "\n".join([
         "# Results of the study",
         "",
-        "_Written by `python -m stages report` (the `report` stage) from `metrics/*.json`, `runs/*/train/*.json` and "
-        "`runs/*/eval/*` only; rerun `dvc repro` to refresh it. Do not edit by hand._",
+        "_Written by `python -m stages report` (the `report` stage) from `metrics/*.json`, `runs/*/train/*.json`, "
+        "`runs/*/eval/*.json` and the first seed's `runs/*/grids` and `runs/*/figures` only; rerun `dvc repro` to "
+        "refresh it. Do not edit by hand._",
         "",
         f"Dataset **{m['dataset']}**: {s['train']['images']:,} train, {s.get('val', {}).get('images', 0):,} "
         f"validation and {s['test']['images']:,} test images ({shape}, {len(m['classes'])} classes, disjoint "
@@ -538,10 +539,26 @@ def time_profile(study: Study) -> str | None:
         f"the training stages {totals['train'] / 60:.1f} minutes, the evaluation stages {totals['eval'] / 60:.1f}. "
         f"Most time outside the steps: `{worst['model']}` ({worst['overhead']:.1f} s: {worst['largest']}); the "
         f"longest evaluation: `{evaluation['model']}` ({evaluation['eval_wall']:.1f} s). Times depend on the "
-        "machine: compare them within one run of the study.",
+        f"machine: compare them within one run of the study.{_machines(study)}",
         "",
         *_against_peak(study, names),
     ])
+
+
+def _machines(study: Study) -> str:
+    """What the training stages ran on (timing.json's `machine`), with the seeds each ran, where recorded."""
+    seeds: dict[str, set[int]] = {}
+    for runs in study.by_seed.values():
+        for seed, m in runs.items():
+            if m.get("machine"):
+                seeds.setdefault(m["machine"], set()).add(seed)
+    if not seeds:
+        return ""
+    if len(seeds) == 1:
+        return f" The training stages ran on {next(iter(seeds))}."
+    ordered = sorted(seeds.items(), key=lambda kv: min(kv[1]))
+    return " The training stages ran on " + "; ".join(
+        f"{name} (seed{'s' * (len(s) > 1)} {', '.join(map(str, sorted(s)))})" for name, s in ordered) + "."
 
 
 def _against_peak(study: Study, names: list[str]) -> list[str]:
@@ -757,9 +774,12 @@ def tuning(study: Study) -> str | None:
         row = {"model": n, "best": "–" if single else t["best"][n], "used": t["used"].get(n, "–")}
         for v in t["grid"]:
             r = t["results"][n].get(v)
-            row[v] = "–" if r is None or r.get("fid") is None else \
-                f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})" + \
-                (f" [{len(r['seeds'])} seeds]" if len(r.get("seeds", [])) > 1 else "")
+            if r is not None and r.get("diverged"):
+                row[v] = "diverged"
+            else:
+                row[v] = "–" if r is None or r.get("fid") is None else \
+                    f"{r['fid']:.0f} ± {r.get('fid_std') or 0:.0f} ({r['classes_covered']})" + \
+                    (f" [{len(r['seeds'])} seeds]" if len(r.get("seeds", [])) > 1 else "")
         row["own best"] = "–" if single else "yes" if row["used"] == row["best"] else "no"
         rows.append(row)
     compared = [n for n in names if len(t["results"][n]) > 1]
@@ -873,7 +893,7 @@ def growth(study: Study) -> str | None:
         shown = []
         for res in sorted({r["resolution"] for r in study.histories[n] if "resolution" in r}):
             last = [r["epoch"] for r in study.histories[n] if r.get("resolution") == res][-1]
-            src = study.run_dir(n) / "train" / "grids" / f"samples_{last:03d}.png"
+            src = study.run_dir(n) / "grids" / f"samples_{last:03d}.png"
             if src.is_file():
                 shutil.copyfile(src, study.figures / f"{n}_samples_{int(res)}px.png")
                 shown.append((int(res), last))

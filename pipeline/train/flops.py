@@ -5,6 +5,8 @@
   multiply-add, the convention of MFU figures; elementwise work is not counted).
 - `matmul_peak(device)`: the FP32 rate a large square matrix multiply reaches in this process, at its current
   thread count (CPU) or on its GPU: the ceiling a step's GFLOP/s is a share of. Best of a few repeats.
+- `machine(device)`: what ran the steps (the CPU's model name and thread count, or the GPU's name), recorded beside
+  the times, which mean nothing without it.
 
 The training loop counts one real step of each phase of the run (a ProGAN resolution, a lazy penalty's step) on a
 snapshot of its state that it then restores, so the count neither changes the training nor is timed as a step.
@@ -13,7 +15,9 @@ snapshot of its state that it then restores, so the count neither changes the tr
 from __future__ import annotations
 
 import math
+import platform
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -83,6 +87,18 @@ def matmul_peak(device: torch.device | str = "cpu", size: int = PEAK_SIZE, repea
         if i:  # the first one warms caches and thread pools up
             best = min(best, time.perf_counter() - t0)
     return round(2 * size**3 / best / 1e9, 2)
+
+
+def machine(device: torch.device | str = "cpu") -> str:
+    """What ran the steps: the GPU's name, or the CPU's model name (from /proc/cpuinfo where there is one) and the
+    thread count torch uses."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    info = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in (info.read_text().splitlines() if info.is_file() else [])
+             if line.startswith("model name")]
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
 def throughput(flops_per_image: float, images_per_second: float, peak_gflops: float, processes: int = 1) -> dict:

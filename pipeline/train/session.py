@@ -33,7 +33,7 @@ from pipeline import StudyError
 from pipeline.tracking import NullTracker, run_tags
 from pipeline.train import distributed
 from pipeline.train.common import fingerprint, grid, resolve_device, save_grid, save_model, seed_everything
-from pipeline.train.flops import matmul_peak, throughput
+from pipeline.train.flops import machine, matmul_peak, throughput
 from pipeline.train.loop import Loop
 
 
@@ -43,10 +43,15 @@ GRID_EPOCHS = 20  # per-epoch grids: every epoch up to 20 epochs, every k-th bey
 @dataclass(frozen=True)
 class TrainPaths:
     model: Path  # models/<name>.pt: the trained model (written last, atomically)
-    run_dir: Path  # runs/<name>/train: history.json, timing.json, grids/
+    run_dir: Path  # runs/<name>/train: the run's records (history, curve, timing, health, profile), small, in git
     checkpoint: Path  # checkpoints/<name>.ckpt: resume point, deleted when training completes
 
     plots: Path = Path("plots")  # plots/<family>_history/<name>.json, plots/curve/<name>.json: DVC plots (dvc.yaml)
+    grids: Path | None = None  # the per-epoch grids (DVC's cache, kept across a resume); default runs/<name>/grids
+
+    @property
+    def grid_dir(self) -> Path:
+        return self.grids or self.run_dir.parent / "grids"
 
     @classmethod
     def for_model(cls, name: str, root: Path = Path(".")) -> "TrainPaths":
@@ -114,10 +119,11 @@ class Session:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.train.autocast == "bf16")
 
     def fresh_run_dir(self) -> None:
-        """A fresh start leaves no stale grids from an earlier configuration."""
+        """A fresh start leaves no stale grids or records from an earlier configuration."""
         if not distributed.is_main():
             return
-        shutil.rmtree(self.paths.run_dir, ignore_errors=True)
+        for folder in (self.paths.run_dir, self.paths.grid_dir):
+            shutil.rmtree(folder, ignore_errors=True)
         self.paths.run_dir.mkdir(parents=True)
 
     def run(self, run_id: str | None = None):
@@ -125,12 +131,12 @@ class Session:
                                 params=self.params)
 
     def grid(self, images: Tensor, key: str, epoch: int, force: bool = False) -> None:
-        """Save an epoch's grid under grids/ and send it to the tracker as an evolving image: at most GRID_EPOCHS
+        """Save an epoch's grid in the grids folder and send it to the tracker as an evolving image: at most GRID_EPOCHS
         evenly spaced epochs of a run (and its last) get one, unless `force`."""
         if not (force or epoch in getattr(self, "grid_epochs", {epoch})) or not distributed.is_main():
             return
         image = grid(images)
-        save_grid(image, self.paths.run_dir / "grids" / f"{key}_{epoch:03d}.png")
+        save_grid(image, self.paths.grid_dir / f"{key}_{epoch:03d}.png")
         self.tracker.log_image(image, key=key, step=epoch)
 
     def fit(self, loop: Loop, x: Tensor, y: Tensor, step, end_epoch, example: Tensor,
@@ -173,6 +179,7 @@ class Session:
                 peak = matmul_peak(self.device)
             timing = {**timing, **throughput(timing["flops_per_image"], timing["images_per_second"], peak,
                                              distributed.world()[1])}
+        timing = {**timing, "machine": machine(self.device)}
         t0 = time.perf_counter()
         write_json(self.paths.run_dir / "history.json", history)
         if curve:
