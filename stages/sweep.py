@@ -94,14 +94,14 @@ def queue(models: list[str] = typer.Argument(None, help="Models to sweep (defaul
 
 
 def _queue_tasks(root: Path) -> list[tuple[str, str, str]]:
-    """(task id, experiment name, status) of each task `dvc queue status` lists; a last ("", "", "workers <n>")
-    says how many workers are active."""
+    """(task id, experiment name, status) of each task `dvc queue status` lists, after a first ("", "", "workers
+    <active> <idle>"): how many queue workers are running a task and how many wait for one."""
     import re
     import subprocess
 
     out = subprocess.run(["dvc", "queue", "status"], cwd=root, capture_output=True, text=True).stdout
-    workers = re.search(r"Worker status: (\d+) active", out)
-    tasks = [("", "", f"workers {workers.group(1) if workers else 0}")]
+    workers = re.search(r"Worker status: (\d+) active, (\d+) idle", out)
+    tasks = [("", "", f"workers {workers.group(1)} {workers.group(2)}" if workers else "workers 0 0")]
     for line in out.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[-1] in ("Queued", "Running", "Success", "Failed") and parts[0] != "Task":
@@ -132,7 +132,9 @@ def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) ->
     every result as it comes, not only at the end of a round: experiment refs stay on the machine that ran them,
     the summary is a file to commit). Tasks left Running by an interrupted machine are removed first (their cells
     are planned again): only when no worker is active, since a live task is also listed Running before its run
-    starts and while its results are committed, with no process of its own."""
+    starts and while its results are committed, with no process of its own. A worker that exits while cells are
+    still queued (DVC's file-system broker: one worker can read a message file another is writing, and stop on
+    it) is started again."""
     import os
     import subprocess
     import time
@@ -141,7 +143,7 @@ def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) ->
 
     def tasks_now() -> list[tuple[str, str, str]]:
         tasks = _queue_tasks(root)
-        if ("", "", "workers 0") not in tasks:
+        if tasks[0][2].split()[1] != "0":  # a worker is running a task
             return tasks
         stale = [(task, name) for task, name, status in tasks if status == "Running" and not _alive(root, task)]
         for task, name in stale:  # a task Running with no worker at all: its machine or worker was stopped
@@ -155,6 +157,7 @@ def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) ->
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // jobs)))
     subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, check=False)
+    started = time.monotonic()  # a worker just started is listed only once it has joined
     last, done = None, len(experiment_refs(root))
     while True:
         if finished is not None and len(experiment_refs(root)) != done:
@@ -167,6 +170,11 @@ def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) ->
             if finished is not None and len(experiment_refs(root)) != done:
                 finished()
             return
+        workers = sum(int(n) for n in tasks[0][2].split()[1:])  # running a task or waiting for one
+        if waiting and workers < jobs and time.monotonic() - started > 120:  # it starts only the missing ones
+            typer.echo(f"{jobs - workers} queue worker(s) gone with cells queued: started again")
+            subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, check=False)
+            started = time.monotonic()
         if (len(waiting), tuple(running)) != last:
             typer.echo(f"{len(waiting)} queued, running: {', '.join(running) or '-'}")
             last = (len(waiting), tuple(running))
