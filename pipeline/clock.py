@@ -31,6 +31,13 @@ def _process_age() -> float | None:
 _AGE_AT_IMPORT = _process_age()
 
 
+def started_at(epoch: float) -> None:
+    """Count from `epoch` (seconds since 1970) instead: a stage run by a warm-start worker (stages/warm.py)
+    counts from the start of the process that asked for it, as a stage in its own process would."""
+    global _AGE_AT_IMPORT, _IMPORTED
+    _AGE_AT_IMPORT, _IMPORTED = max(0.0, time.time() - epoch), time.perf_counter()
+
+
 def since_start() -> float:
     """Seconds since the process started (since this module was imported where that cannot be known)."""
     return (_AGE_AT_IMPORT or 0.0) + time.perf_counter() - _IMPORTED

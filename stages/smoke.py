@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from stages.warm import Server
+
 ROOT = Path(__file__).resolve().parents[1]
 # what the pipeline writes: left behind, so that a copy starts from the code and params alone
 OUTPUTS = ("data/prepared", "models/", "runs/", "metrics/", "plots/", "reports/", "checkpoints/", "dvc.lock", "mlflow.db",
@@ -85,7 +87,8 @@ def main() -> None:
         subprocess.run(cmd, cwd=work, env=env, check=True)
     print(f"make smoke: a tiny study in {work} ({', '.join(n for ns in SMOKE_MODELS.values() for n in ns)})",
           flush=True)
-    done = subprocess.run(["dvc", "repro"], cwd=work, env=env)
+    with Server(env) as warm:  # the stages start warm, as in `make study` (stages/warm.py)
+        done = subprocess.run(["dvc", "repro"], cwd=work, env=warm)
     if done.returncode:
         sys.exit(f"make smoke: dvc repro failed in {work} (exit {done.returncode})")
     print(f"make smoke: done in {time.perf_counter() - t0:.0f} s; the smoke report: {work / 'reports' / 'README.md'}")

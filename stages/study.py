@@ -6,7 +6,8 @@ stages `dvc repro` will run, in its own order, each one DVC sees changed (deps, 
 a fresh clone) or downstream of one that is planned (`dvc repro --dry` stops at the first stage whose inputs do not
 exist yet, so it cannot plan a fresh clone). Then DVC runs with its output passed through line by line; as a stage
 starts, one more line gives its place and the time left (pipeline/progress.py), beside the stage's own progress
-bar. The exit status is DVC's. Not a pipeline stage (and
+bar. The stages start warm (stages/warm.py): forked from one process that has imported PyTorch, MLflow and the rest
+once. The exit status is DVC's. Not a pipeline stage (and
 not imported by one).
 """
 
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline.progress import line, read_times
+from stages.warm import Server
 
 STARTS = "Running stage '"  # DVC's line as a stage starts: Running stage 'train_gan@dcgan-42':
 
@@ -62,24 +64,32 @@ def prune_lock(root: Path = Path(".")) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    stale = prune_lock()
-    if stale:
-        print(f"make study: {len(stale)} dvc.lock entr{'y' if len(stale) == 1 else 'ies'} of stages no longer in "
-              f"dvc.yaml dropped", flush=True)
-    stages, times = plan(), read_times()
-    print(f"make study: {len(stages)} stage{'' if len(stages) == 1 else 's'} to run", flush=True)
-    t0 = time.time()
-    beside = Path(sys.executable).parent / "dvc"  # this environment's DVC
-    dvc = subprocess.Popen([str(beside) if beside.is_file() else "dvc", "repro", *args], stdout=subprocess.PIPE,
-                           text=True, bufsize=1)
-    try:
-        for text in dvc.stdout:
-            print(text, end="", flush=True)
-            if text.startswith(STARTS) and (stage := text[len(STARTS):].rstrip().rstrip(":").rstrip("'")) in stages:
-                print(line(stages, times, stage, time.time() - t0), file=sys.stderr, flush=True)
-        return dvc.wait()
-    except KeyboardInterrupt:  # the terminal sent it to DVC too: wait for DVC to stop its stage
-        return dvc.wait()
+    server = Server()  # started first: it imports while DVC plans
+    with server as env:
+        stale = prune_lock()
+        if stale:
+            print(f"make study: {len(stale)} dvc.lock entr{'y' if len(stale) == 1 else 'ies'} of stages no longer in "
+                  f"dvc.yaml dropped", flush=True)
+        stages, times = plan(), read_times()
+        print(f"make study: {len(stages)} stage{'' if len(stages) == 1 else 's'} to run", flush=True)
+        t0 = time.time()
+        beside = Path(sys.executable).parent / "dvc"  # this environment's DVC
+        dvc = subprocess.Popen([str(beside) if beside.is_file() else "dvc", "repro", *args], stdout=subprocess.PIPE,
+                               text=True, bufsize=1, env=env)
+        try:
+            for text in dvc.stdout:
+                print(text, end="", flush=True)
+                if text.startswith(STARTS) and (stage := text[len(STARTS):].rstrip().rstrip(":").rstrip("'")) in stages:
+                    print(line(stages, times, stage, time.time() - t0), file=sys.stderr, flush=True)
+            status = dvc.wait()
+        except KeyboardInterrupt:  # the terminal sent it to DVC too: wait for DVC to stop its stage
+            status = dvc.wait()
+        ran = server.stages()
+    cold = [s for s in ran if s["cold"]]
+    if ran:
+        print(f"make study: {len(ran) - len(cold)} of {len(ran)} stage commands started warm"
+              + (f" ({len(cold)} on their own: {cold[0]['cold']})" if cold else ""), flush=True)
+    return status
 
 
 if __name__ == "__main__":
