@@ -330,8 +330,11 @@ class Server:
             return self.env
         self.dir = tempfile.mkdtemp(prefix="study-warm-")
         sock = os.path.join(self.dir, "socket")
+        # its own process group, so Ctrl-C at the terminal reaches each stage once, through its client; the same
+        # session, so the kernel's scheduler (autogroups are per session) shares the CPU with its workers as it
+        # would with stages started directly
         self.proc = subprocess.Popen([sys.executable, "-m", "stages.warm", sock], env=self.env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, process_group=0)
         self.log = f"{sock}.log"
         return {**self.env, SOCKET_ENV: sock}
 
