@@ -16,8 +16,9 @@ What runs is the same as without the server:
   with the worker's status.
 - The random generators a fresh process would start with are set again in each worker.
 
-Anything off and the stage runs in its own process, as it would with no server:
-- no server, or one still importing;
+A stage started while the server is still importing waits for it. Anything off and the stage runs in its own
+process, as it would with no server:
+- no server (or one that stopped);
 - another interpreter;
 - a different value of a variable the native libraries read when loaded (`OMP_NUM_THREADS` and the like);
 - a stdin, stdout or stderr that is closed;
@@ -281,18 +282,21 @@ def serve(path: str) -> None:
     has gone (or on SIGTERM)."""
     parent = os.getppid()
     server_env = dict(os.environ)
-    _preload()
-    global _IMPORTS_SET
-    _IMPORTS_SET = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the stages (through their clients), not this
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.{os.getpid()}"
     listener.bind(tmp)
     listener.listen(16)
-    os.replace(tmp, path)  # the socket appears once the server can take a stage
-    listener.settimeout(2.0)
+    # listening before the imports: a stage that DVC starts meanwhile waits in the backlog for them (rather than
+    # importing the same libraries beside them on the same cores), and is taken as soon as they are done
+    os.replace(tmp, path)
     try:
+        _preload()
+        global _IMPORTS_SET
+        _IMPORTS_SET = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # keepers are reaped by the kernel
+        open(f"{path}.ready", "w").close()
+        listener.settimeout(2.0)
         while os.getppid() == parent:
             try:
                 conn, _ = listener.accept()
@@ -336,6 +340,9 @@ class Server:
         self.proc = subprocess.Popen([sys.executable, "-m", "stages.warm", sock], env=self.env,
                                      stdin=subprocess.DEVNULL, process_group=0)
         self.log = f"{sock}.log"
+        deadline = time.monotonic() + 30
+        while not os.path.exists(sock) and self.proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # listening takes a fraction of a second; the imports go on while the block runs
         return {**self.env, SOCKET_ENV: sock}
 
     def ready(self, timeout: float = 300.0) -> bool:
@@ -344,7 +351,7 @@ class Server:
             return False
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
-            if os.path.exists(self.log[: -len(".log")]):
+            if os.path.exists(self.log[: -len(".log")] + ".ready"):
                 return True
             time.sleep(0.1)
         return False

@@ -28,6 +28,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.path.name != "test_e2e.py")  # a stable sort: the rest keep their order
 
 
+@pytest.fixture(autouse=True)
+def _own_tracking_uri():
+    """`mlflow.set_tracking_uri` also sets $MLFLOW_TRACKING_URI, which every later stage process of the same
+    pytest worker would inherit: each test starts and ends with the variable as the session had it."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 @pytest.fixture(scope="session")
 def params_raw() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -20,8 +20,8 @@ STEPS = (["prepare"], ["evaluator"], ["train-ae", "vae"], ["evaluate", "vae"])
 
 def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("DVC_ROOT", None)
-    env.pop(SOCKET_ENV, None)
+    for key in ("DVC_ROOT", "MLFLOW_TRACKING_URI", SOCKET_ENV):  # each stage logs to its own directory's store
+        env.pop(key, None)
     return env
 
 
@@ -133,3 +133,14 @@ def _grandchildren(pid: int) -> list[int]:
             parents[int(proc.name)] = int(status.split("PPid:")[1].split()[0])
     keepers = {p for p, parent in parents.items() if parent == pid}
     return [p for p, parent in parents.items() if parent in keepers]
+
+
+def test_a_stage_started_while_the_server_imports_waits_for_it(tmp_path):
+    """DVC may start the first stage before the server's imports are done: that stage waits for them and is
+    forked from the server, not run beside it on the same cores."""
+    srv = Server(_env())
+    with srv as env:
+        done = _stage(["--help"], tmp_path, env)  # at once: the server is still importing
+        assert done.returncode == 0, done.stderr
+        assert "train-gan" in done.stdout
+        assert srv.stages() == [{"argv": ["--help"], "cold": None}]
