@@ -45,7 +45,7 @@ def test_the_repository_params_are_valid():
          "gans.stylegan.coarse_layers: 1 to 7 (the synthesis network has 8 style layers); got 99"),
         (lambda r: r["gans"]["stylegan"].update(d_channels=[64, 32]), "gans.stylegan.d_channels: one width per resolution"),
         (lambda r: r["gans"]["stylegan"].update(batch_size=30), "gans.stylegan.batch_size: a multiple of 4"),
-        (lambda r: r["gans"]["progan"].update(group_size=5), "gans.progan.group_size: must divide batch_size (64)"),
+        (lambda r: r["gans"]["progan"].update(group_size=5, batch_size=64), "gans.progan.group_size: must divide batch_size (64)"),
         (lambda r: r["evaluate"].update(knn_k=60, curve_samples=50), "evaluate.knn_k: below n_generated (1000) and curve_samples (50)"),
         (lambda r: r["data"].update(test_size=10) or r["evaluate"].update(knn_k=10), "evaluate.knn_k: below data.test_size and data.val_size (10)"),
         (lambda r: r["autoencoders"]["stacked"].update(epochs=2.0), "autoencoders.stacked.epochs: Input should be a valid integer (got 2.0)"),
