@@ -157,20 +157,22 @@ def _cell(metrics: dict, setting: str) -> dict:
             **{k: metrics.get(k) for k in ("recall", "classes_covered")}, "setting": setting}
 
 
-def _earlier(out: Path, budget: int | None) -> tuple[dict[str, dict], int | None, str | None]:
+def _earlier(out: Path, budget: int | None) -> tuple[dict[str, Any], int | None, str | None]:
     """The cells of the summary already at `out` (an earlier `make sweep`, perhaps on another machine whose
-    experiment refs are gone), {"lr": results, "bs": batch cells}, kept where this collection has no experiment
-    for them: widening the grid (`make sweep LR_GRID=0.03`) adds a column instead of replacing the table. Cells
-    of another budget are dropped (and said so): a grid is only comparable at one budget."""
+    experiment refs are gone), {"lr": results, "bs": batch cells, "left_out": what it left out}, kept where this
+    collection has no experiment for them: widening the grid (`make sweep LR_GRID=0.03`) adds a column instead of
+    replacing the table, and a cell left out stays named once its experiment is gone. Cells of another budget are
+    dropped (and said so): a grid is only comparable at one budget."""
     if not out.exists():
-        return {"lr": {}, "bs": {}}, budget, None
+        return {"lr": {}, "bs": {}, "left_out": []}, budget, None
     try:
         old = json.loads(out.read_text())
-        cells, old_budget = {"lr": old["results"], "bs": old.get("batch", {})}, old["budget_images"]
+        cells = {"lr": old["results"], "bs": old.get("batch", {}), "left_out": list(old.get("left_out", []))}
+        old_budget = old["budget_images"]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise StudyError(f"{out}: not a learning-rate sweep summary (move it away to start a new one)") from None
     if budget is not None and old_budget != budget:
-        return {"lr": {}, "bs": {}}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
+        return {"lr": {}, "bs": {}, "left_out": []}, budget, f"{out}: its cells are at a budget of {old_budget} images, not {budget}: dropped"
     return cells, old_budget, None
 
 
@@ -245,7 +247,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     model's best, and what the rules ask next (`decide`), are taken from what is left. The batch-size stage's
     cells (`batch`) are settled the same way, their setting leaving the batch size free; a cell at the batch size
     params.yaml uses is also a cell of the learning-rate grid."""
-    left_out = list(left_out or [])
+    left_out = list(summary.get("left_out") or []) + [w for w in left_out or [] if w not in summary.get("left_out", [])]
     blocks = swept(params)
     current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}
     current_bs = {m: _setting(m, params[block][m], params, FREE["bs"]) for m, block in blocks.items()}
@@ -261,9 +263,22 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
             return True
         return False
 
-    batch = {m: {v: c for v, c in cells.items() if not c.get("lr_grid_cell") and valid(m, v, c, current_bs,
-                                                                                       "batch-size ")}
-             for m, cells in summary.get("batch", {}).items()}  # a learning-rate cell shown in the row: not its own
+    def own(model: str, value: str, cell: dict) -> dict | None:
+        """A batch-row cell as a cell of the batch-size stage, or None where it is the learning-rate grid's cell at
+        the batch size in use (the row shows that one from the grid). A grid cell at a batch size no longer in
+        use (the batch changed since) is the stage's cell for that batch: kept, under the stage's setting, where
+        its recipe is the current one at that batch size (a summary collected where its experiments are gone)."""
+        if not cell.get("lr_grid_cell"):
+            return cell
+        if model not in blocks or int(value) == batches.get(model):
+            return None
+        then = _setting(model, {**params[blocks[model]][model], "batch_size": int(value)}, params)
+        rest = {k: v for k, v in cell.items() if k != "lr_grid_cell"}
+        return rest | {"setting": current_bs[model]} if cell.get("setting") == then else rest
+
+    batch = {m: {v: c for v, c in ((v, own(m, v, c)) for v, c in cells.items())
+                 if c is not None and valid(m, v, c, current_bs, "batch-size ")}
+             for m, cells in summary.get("batch", {}).items()}
     results: dict[str, dict[str, dict]] = {}
     for model, cells in summary["results"].items():
         for value, cell in cells.items():
@@ -302,6 +317,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
         out.update(batch=rows, batch_best=batch_best, batch_used={m: batches[m] for m in rows if m in batches})
     out.pop("dropped", None)
     out.pop("left_out", None)
+    left_out = list(dict.fromkeys(left_out))
     if left_out:
         out["left_out"] = left_out
         out["dropped"] = (f"left out, another setting than params.yaml's or a reporting seed's run (rerun `make sweep "
@@ -383,7 +399,9 @@ def collect(root: Path, out: Path) -> dict[str, Any]:
                     merged[kind].setdefault(model, {})[value] = cell
     grid = sorted({float(v) for cells in merged["lr"].values() for v in cells})
     summary = settle({"grid": [f"{v:g}" for v in grid], "budget_images": budget, "results": merged["lr"],
-                      "batch": merged["bs"]}, params, root / "metrics", left_out)
+                      "batch": merged["bs"], "left_out": [w for w in earlier["left_out"] if w.split(" (")[0] not in
+                                                          {f"experiment {name}" for name in refs}]},
+                     params, root / "metrics", left_out)  # an experiment here is judged afresh
     if dropped:
         summary["dropped"] = f"{dropped}; {summary['dropped']}" if "dropped" in summary else dropped
     write_json(out, summary)

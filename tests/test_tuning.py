@@ -49,6 +49,8 @@ def _run_cell(tmp_path, git, cell, fid):
     cell's -S values, and the model's metrics at the cell's seed, under refs/exps/<name>."""
     kind, model, lr, batch, seed = cell
     workspace = (tmp_path / "params.yaml").read_text()
+    summary = tmp_path / "metrics" / "lr_sweep.json"  # the workspace's own: the queue runs apart from it
+    kept = summary.read_text() if summary.is_file() else None
     params = read_params(workspace)
     params["seeds"] = [seed]
     params["gans"][model].update(lr_g=lr, lr_d=lr, **({"batch_size": batch} if batch else {}))
@@ -63,6 +65,9 @@ def _run_cell(tmp_path, git, cell, fid):
     git("update-ref", f"refs/exps/ab/cdef/{cell_name(kind, model, lr if kind == 'lr' else batch, seed)}", "HEAD")
     git("reset", "-q", "--hard", "HEAD~1")
     (tmp_path / "params.yaml").write_text(workspace)
+    if kept is not None:
+        summary.parent.mkdir(exist_ok=True)
+        summary.write_text(kept)
 
 
 def _protocol(tmp_path, git, fid, models, grid, until="batch"):
@@ -107,6 +112,52 @@ def test_the_protocol_runs_the_grid_its_rules_the_batch_stage_and_the_neighbours
     assert summary["used"] == summary["best"] == {"gan": "0.003"} and summary["next"] == {}
     params = read_params((tmp_path / "params.yaml").read_text())["gans"]["gan"]
     assert (params["lr_g"], params["lr_d"], params["batch_size"]) == (0.003, 0.003, 64)
+
+
+def test_a_summary_whose_experiments_are_gone_keeps_its_batch_row_and_names_what_it_left_out(tmp_path):
+    """A sweep carried on another machine (its refs/exps gone, the committed summary left): after the batch size
+    changes there, the row still shows the grid's cell at the old batch size, and the cells of the old setting stay
+    named as left out, however often the summary is collected again."""
+    from stages.sweep import _summary
+
+    git = _repo(tmp_path)
+    def fid(model, lr, batch, seed):
+        return {(0.001, 32): 250, (0.003, 32): 200, (0.01, 32): 230, (0.003, 16): 240, (0.003, 64): 150,
+                (0.001, 64): 220, (0.01, 64): 170}[(lr, batch)]
+    out, grid = tmp_path / "metrics" / "lr_sweep.json", [0.001, 0.003, 0.01]
+    summary = None
+    for _ in range(2):  # the grid, then the batch-size stage at its best rate
+        cells, edits = plan(summary, read_params((tmp_path / "params.yaml").read_text()), ["gan"], grid, "batch")
+        assert cells and not edits
+        for cell in cells:
+            _run_cell(tmp_path, git, cell, fid)
+        summary = collect(tmp_path, out)
+    assert summary["batch"]["gan"]["32"]["lr_grid_cell"]  # the grid's own cell, shown in the row
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], cwd=tmp_path,
+                          capture_output=True, text=True, check=True).stdout.split()
+    for ref in refs:  # the machine goes away; the summary stays
+        git("update-ref", "-d", ref)
+
+    summary = _summary(tmp_path, out)
+    _, edits = plan(summary, read_params((tmp_path / "params.yaml").read_text()), ["gan"], grid, "batch")
+    assert edits == {"gan": {"batch_size": 64}}
+    set_params(tmp_path / "params.yaml", edits)
+    summary = _summary(tmp_path, out)
+    assert {b: c["fid"] for b, c in summary["batch"]["gan"].items()} == {"16": 240, "32": 200, "64": 150}
+    cells, _ = plan(summary, read_params((tmp_path / "params.yaml").read_text()), ["gan"], grid, "batch")
+    assert [cell_name(k, m, lr, s) for k, m, lr, _, s in cells] == ["lr-gan-0.001", "lr-gan-0.01"]
+    for cell in cells:
+        _run_cell(tmp_path, git, cell, fid)
+    gone = "experiment lr-gan-0.03 (gans.gan differs in batch_size)"  # named by the machine that had it
+    stale = "experiment lr-gan-0.01 (gans.gan differs in batch_size)"  # an experiment here now: judged afresh
+    out.write_text(json.dumps({**json.loads(out.read_text()), "left_out": [gone, stale]}))
+    first = collect(tmp_path, out)
+    again = collect(tmp_path, out)  # the runner collects after every round: nothing may wear away
+    for summary in (first, again):
+        assert {b: c["fid"] for b, c in summary["batch"]["gan"].items()} == {"16": 240, "32": 200, "64": 150}
+        assert {v: c["fid"] for v, c in summary["results"]["gan"].items()} == {"0.001": 220, "0.003": 150,
+                                                                                "0.01": 170}
+        assert summary["left_out"] == [gone, "the cell gan at 0.003"]  # at batch 32; 0.001 and 0.01 ran again
 
 
 def test_the_protocol_plans_from_what_is_done_and_pins_models_that_merge_an_edited_block(tmp_path):
