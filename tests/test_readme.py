@@ -82,8 +82,8 @@ def test_no_file_speaks_of_the_project_s_working_history():
 def test_the_results_block_leaves_ablation_variants_to_the_report():
     from stages.readme import results_block, variants
 
-    assert variants(["dcgan", "progan", "progan_no_growing", "stylegan", "stylegan_mixing"]) == {
-        "progan_no_growing": "progan", "stylegan_mixing": "stylegan"}
+    assert variants(["dcgan", "progan", "progan_no_growing", "stylegan", "stylegan_no_mixing"]) == {
+        "progan_no_growing": "progan", "stylegan_no_mixing": "stylegan"}
     headline = {"progan": {"fid": 200.0, "recall": 0.5}, "progan_no_growing": {"fid": 100.0, "recall": 0.6},
                 "stacked": {"test_mse": 0.02, "probe_accuracy": 0.9}}
     block = results_block(headline, [42, 43, 44])

@@ -16,8 +16,8 @@ Lecture 03, "StyleGAN", each mechanism as in the paper:
 - noise inputs: per-pixel Gaussian noise added after each convolution, with a learned strength per channel
   (`noise_inputs: false` removes them);
 - style mixing regularisation: for `mixing_prob` of the batches two latents are mapped and the layers switch
-  from the first w to the second at a random crossover layer (the paper: 0.9; the study's `stylegan_mixing`
-  trains with it, `stylegan` without); `sample_mixed` draws images whose styles come from several latents, the
+  from the first w to the second at a random crossover layer (the paper: 0.9; the study's `stylegan`
+  trains with it, `stylegan_no_mixing` without); `sample_mixed` draws images whose styles come from several latents, the
   paper's test of the claim;
 - truncation trick: at sampling, w is pulled toward the running mean w_avg: w' = w_avg + psi (w - w_avg).
 No progressive growing (the paper kept ProGAN's; the ProGAN model of this study shows it). The discriminator
@@ -86,6 +86,10 @@ class StyleGANNoConstConfig(StyleGANConfig):
 
 class StyleGANNoNoiseConfig(StyleGANConfig):
     noise_inputs: bool = False
+
+
+class StyleGANNoMixingConfig(StyleGANConfig):
+    mixing_prob: float = Field(0.0, ge=0, le=1)
 
 
 class StyleLayer(nn.Module):
