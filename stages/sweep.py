@@ -224,7 +224,7 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
     tuned = list(swept(read_params(params_path.read_text())))
     _check_models(models, tuned)
     chosen = list(models or tuned)
-    tried: set[str] = set()
+    tried: set[tuple[str, str]] = set()  # (cell, its model's params): ran in this call
     if not dry_run:
         _drain(root, jobs, lambda: _summary(root, out))  # cells an interrupted run left in the queue
     while True:
@@ -248,10 +248,12 @@ def run(models: list[str] = typer.Argument(None, help="Models to tune (default: 
             break
         rounds = None if rounds is None else rounds - 1
         names = [cell_name(kind, m, lr if kind == "lr" else batch, seed) for kind, m, lr, batch, seed in cells]
-        again = [n for n in names if n in tried]
+        blocks = swept(params)  # a name runs again at a new setting (the lr neighbours at a batch size that won)
+        keys = [(n, json.dumps(params[blocks[c[1]]][c[1]], sort_keys=True, default=str)) for n, c in zip(names, cells)]
+        again = [n for n, key in zip(names, keys) if key in tried]
         if again:
             raise StudyError(f"{', '.join(again)}: ran and left no result (its log: dvc queue logs {again[0]})")
-        tried.update(names)
+        tried.update(keys)
         typer.echo(f"queueing {len(cells)} cell(s): {', '.join(names)}")
         for cell, name in zip(cells, names):
             subprocess.run(["dvc", "exp", "remove", "-q", name], cwd=root, capture_output=True)  # another setting's
