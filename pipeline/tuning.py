@@ -247,7 +247,7 @@ def settle(summary: dict, params: dict, metrics_dir: Path, left_out: list[str] |
     model's best, and what the rules ask next (`decide`), are taken from what is left. The batch-size stage's
     cells (`batch`) are settled the same way, their setting leaving the batch size free; a cell at the batch size
     params.yaml uses is also a cell of the learning-rate grid."""
-    left_out = list(summary.get("left_out") or []) + [w for w in left_out or [] if w not in summary.get("left_out", [])]
+    left_out = [*(summary.get("left_out") or []), *(left_out or [])]  # what an earlier collect named first
     blocks = swept(params)
     current = {m: _setting(m, params[block][m], params) for m, block in blocks.items()}
     current_bs = {m: _setting(m, params[block][m], params, FREE["bs"]) for m, block in blocks.items()}
