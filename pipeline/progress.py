@@ -21,14 +21,30 @@ def _kind(stage: str) -> str:
     return stage.split("@")[0]
 
 
+def _unseeded(stage: str) -> str:
+    """train_gan@dcgan-42 -> train_gan@dcgan: the same stage at any training seed."""
+    head, at, item = stage.partition("@")
+    model, dash, seed = item.rpartition("-")
+    return f"{head}@{model}" if at and dash and seed.isdigit() else stage
+
+
 def expected_seconds(stages: list[str], times: dict[str, float]) -> list[float]:
-    """Each stage's time in the last study; a stage it did not run counts as the median of its kind (train_gan@...),
-    or DEFAULT_SECONDS."""
+    """Each stage's time in the last study; a stage it ran only at other seeds counts as their mean; one it did not
+    run at all, as the median of its kind (train_gan@...), or DEFAULT_SECONDS."""
     by_kind: dict[str, list[float]] = {}
+    by_stage: dict[str, list[float]] = {}
     for stage, seconds in times.items():
         by_kind.setdefault(_kind(stage), []).append(seconds)
-    return [times.get(s, statistics.median(by_kind[_kind(s)]) if _kind(s) in by_kind else DEFAULT_SECONDS)
-            for s in stages]
+        by_stage.setdefault(_unseeded(stage), []).append(seconds)
+
+    def guess(stage: str) -> float:
+        if stage in times:
+            return times[stage]
+        if _unseeded(stage) in by_stage:
+            return statistics.mean(by_stage[_unseeded(stage)])
+        return statistics.median(by_kind[_kind(stage)]) if _kind(stage) in by_kind else DEFAULT_SECONDS
+
+    return [guess(s) for s in stages]
 
 
 def estimate(stages: list[str], times: dict[str, float], stage: str, elapsed: float) -> tuple[int, float]:

@@ -24,16 +24,28 @@ from stages.warm import Server
 STARTS = "Running stage '"  # DVC's line as a stage starts: Running stage 'train_gan@dcgan-42':
 
 
-def plan(root: Path = Path(".")) -> list[str]:
+def plan(args: list[str] = (), root: Path = Path(".")) -> list[str]:
+    """The stages `dvc repro ARGS` will run, in its order. ARGS are read by DVC's own parser: targets (a stage, a
+    dvc.yaml, with `--glob` a pattern), `--single-item`, `--downstream`, `--pipeline`, `--force`."""
+    from dvc.cli import parse_args
     from dvc.repo import Repo
     from dvc.repo.reproduce import collect_stages, get_active_graph, plan_repro
 
+    opts = parse_args(["repro", *args])
     with Repo(str(root)) as repo, repo.lock:  # as `dvc status` does: stage checks read under the repo's lock
         graph = get_active_graph(repo.index.graph)
-        order = plan_repro(graph, collect_stages(repo, ["dvc.yaml"]))  # dvc repro's own order
+        single = opts.single_item and not (opts.pipeline or opts.all_pipelines)  # as DVC reads them
+        if opts.all_pipelines:
+            order = plan_repro(graph, None)
+        else:
+            targets = collect_stages(repo, opts.targets or ["dvc.yaml"], recursive=opts.recursive, glob=opts.glob)
+            order = targets if single else plan_repro(graph, targets, pipeline=opts.pipeline,
+                                                      downstream=opts.downstream and not opts.pipeline)
+        chosen = set(order)
         planned: set = set()
         for stage in order:  # each stage after those it depends on (its successors in DVC's graph)
-            if any(up in planned for up in graph.successors(stage)) or stage.changed():
+            ups = [] if single else [up for up in graph.successors(stage) if up in chosen]
+            if opts.force or any(up in planned for up in ups) or stage.changed():
                 planned.add(stage)
         return [stage.addressing for stage in order if stage in planned]
 
@@ -70,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         if stale:
             print(f"make study: {len(stale)} dvc.lock entr{'y' if len(stale) == 1 else 'ies'} of stages no longer in "
                   f"dvc.yaml dropped", flush=True)
-        stages, times = plan(), read_times()
+        stages, times = plan(args), read_times()
         print(f"make study: {len(stages)} stage{'' if len(stages) == 1 else 's'} to run", flush=True)
         t0 = time.time()
         beside = Path(sys.executable).parent / "dvc"  # this environment's DVC

@@ -10,6 +10,8 @@ from pipeline.progress import DEFAULT_SECONDS, MIN_EVIDENCE, estimate, expected_
 def test_unknown_stages_count_as_the_median_of_their_kind():
     times = {"train_gan@a-42": 100.0, "train_gan@b-42": 300.0, "train_gan@c-42": 200.0, "report": 20.0}
     assert expected_seconds(["train_gan@new-42", "report", "prepare"], times) == [200.0, 20.0, DEFAULT_SECONDS]
+    times |= {"train_gan@a-43": 140.0}  # the same model at other seeds: their mean
+    assert expected_seconds(["train_gan@a-101", "train_gan@a-43"], times) == [120.0, 140.0]
 
 
 def test_the_rest_is_scaled_by_how_this_machine_did_so_far():
@@ -53,3 +55,27 @@ def test_make_study_drops_lock_entries_of_stages_dvc_yaml_no_longer_has(tmp_path
     assert prune_lock(tmp_path) == ["gone@a-42", "gone@b-42"]
     assert (tmp_path / "dvc.lock").read_text() == kept
     assert "up to date" in subprocess.run(["dvc", "status"], cwd=tmp_path, capture_output=True, text=True).stdout
+
+
+def test_the_plan_follows_the_arguments_given_to_dvc_repro(tmp_path, monkeypatch):
+    """`make study`'s count and time left are of the stages `dvc repro ARGS` will run: targets, `--glob`,
+    `--single-item` and `--force` narrow or widen the plan as they do DVC's run."""
+    import subprocess
+
+    from stages.study import plan
+
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["dvc", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  src:\n    cmd: echo 1 > src.txt\n    outs: [src.txt]\n"
+        "  train:\n    matrix: {model: [a, b], seed: [1, 2]}\n    cmd: cat src.txt > ${item.model}-${item.seed}.txt\n"
+        "    deps: [src.txt]\n    outs: ['${item.model}-${item.seed}.txt']\n")
+    monkeypatch.chdir(tmp_path)  # targets are read from where `make study` runs, as DVC reads them
+    everything = plan([], tmp_path)
+    assert everything[0] == "src" and set(everything[1:]) == {f"train@{m}-{s}" for m in "ab" for s in (1, 2)}
+    assert plan(["--glob", "train@*-2"], tmp_path) == ["src", "train@a-2", "train@b-2"]  # with what it needs first
+    assert plan(["-s", "train@a-1"], tmp_path) == ["train@a-1"]
+    subprocess.run(["dvc", "repro", "-q", "--glob", "train@*-1"], cwd=tmp_path, check=True)
+    assert plan(["--glob", "train@*-1"], tmp_path) == []
+    assert plan(["--glob", "train@*"], tmp_path) == ["train@a-2", "train@b-2"]
+    assert plan(["-f", "--glob", "train@*-1"], tmp_path) == ["src", "train@a-1", "train@b-1"]
