@@ -1,4 +1,5 @@
-"""`python -m stages.readme`: the README's results tables, written from the committed study's reports/headline.json.
+"""`python -m stages.readme`: the README's results tables, written from the committed study's reports/headline.json
+(its seeds from reports/results.csv).
 
 Not a pipeline stage (and not imported by one): run it after committing a new study; tests/test_readme.py fails
 while the README's block differs from what the headline file gives.
@@ -6,6 +7,7 @@ while the README's block differs from what the headline file gives.
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import sys
@@ -72,10 +74,15 @@ def render(readme: str, headline: dict[str, dict], seeds: list[int]) -> str:
     return pattern.sub(lambda _: results_block(headline, seeds), readme, count=1)
 
 
-def main(root: Path = Path(".")) -> None:
-    from pipeline.config import load_config
+def study_seeds(root: Path = Path(".")) -> list[int]:
+    """The training seeds of the committed study: those of its reports/results.csv (params.yaml may already name
+    the seeds of a study still running)."""
+    with (root / "reports" / "results.csv").open(newline="") as f:
+        return sorted({int(row["seed"]) for row in csv.DictReader(f) if row["seed"]})
 
-    seeds = load_config(root / "params.yaml").seeds
+
+def main(root: Path = Path(".")) -> None:
+    seeds = study_seeds(root)
     headline = json.loads((root / "reports" / "headline.json").read_text())
     path = root / "README.md"
     path.write_text(render(path.read_text(), headline, seeds))

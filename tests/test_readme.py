@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from stages.readme import END, START, render, variants
+from stages.readme import END, START, render, study_seeds, variants
 from tests.conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
@@ -57,10 +57,10 @@ def test_every_command_exists(command):
     assert result.returncode == 0, (command, result.stdout[-500:], result.stderr[-500:])
 
 
-def test_the_results_are_the_committed_headline_numbers(params_raw):
+def test_the_results_are_the_committed_headline_numbers():
     headline = json.loads((ROOT / "reports" / "headline.json").read_text())
     assert START in README and END in README
-    assert render(README, headline, params_raw["seeds"]) == README, "run `python -m stages.readme`"
+    assert render(README, headline, study_seeds(ROOT)) == README, "run `python -m stages.readme`"
     generative = re.findall(r"^\| `(\w+)` \| [\d.]+ ± [\d.]+ \| ", README, re.M)
     left = variants([n for n in headline if "fid" in headline[n]])  # ablation variants: in the report
     assert generative and generative[0] == min((n for n in headline if "fid" in headline[n] and n not in left),
