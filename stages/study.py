@@ -41,10 +41,9 @@ def plan(args: list[str] = (), root: Path = Path(".")) -> list[str]:
             targets = collect_stages(repo, opts.targets or ["dvc.yaml"], recursive=opts.recursive, glob=opts.glob)
             order = targets if single else plan_repro(graph, targets, pipeline=opts.pipeline,
                                                       downstream=opts.downstream and not opts.pipeline)
-        chosen = set(order)
         planned: set = set()
         for stage in order:  # each stage after those it depends on (its successors in DVC's graph)
-            ups = [] if single else [up for up in graph.successors(stage) if up in chosen]
+            ups = [] if single else graph.successors(stage)
             if opts.force or any(up in planned for up in ups) or stage.changed():
                 planned.add(stage)
         return [stage.addressing for stage in order if stage in planned]
