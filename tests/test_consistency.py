@@ -192,3 +192,22 @@ def test_training_stages_depend_on_every_train_setting_that_changes_results():
     for stage in TRAIN_STAGE.values():
         declared = {p for p in _dvc_yaml()["stages"][stage]["params"] if isinstance(p, str)}
         assert {f"train.{k}" for k in affects} <= declared, (stage, sorted(affects))
+
+
+def test_the_committed_evaluator_is_the_one_the_committed_study_measured_with():
+    """The evaluator is trained, and float results differ between CPU types: a fresh clone that retrained it would
+    measure every FID with another network than the committed study. Its weights and records are therefore outputs in
+    git (`cache: false`), and dvc.lock's hashes are those of the committed files, so `dvc repro` finds the stage done
+    on any machine and every evaluation, on any machine, uses the same measure."""
+    import hashlib
+    import subprocess
+
+    stage = _dvc_yaml()["stages"]["evaluator"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o: o for o in stage["outs"]}
+    for path in ("models/evaluator.pt", "runs/evaluator"):
+        assert isinstance(outs[path], dict) and outs[path][path]["cache"] is False, f"{path} must be kept in git"
+        tracked = subprocess.run(["git", "ls-files", path], cwd=ROOT, capture_output=True, text=True).stdout.split()
+        assert tracked, f"{path} is not committed"
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
+    locked = {o["path"]: o["md5"] for o in lock["stages"]["evaluator"]["outs"]}
+    assert hashlib.md5((ROOT / "models" / "evaluator.pt").read_bytes()).hexdigest() == locked["models/evaluator.pt"]
