@@ -1,7 +1,7 @@
 """Where a running study is: which stage of how many, and about how long the rest will take.
 
 `make study` (stages/study.py) plans the stages `dvc repro` will run, in DVC's order, runs it, and as each stage
-starts prints its place in the plan and the time left for the whole study: the stage times of the last committed
+starts prints how many stages have started and the time left for the whole study: the stage times of the last committed
 study (`reports/stage_times.json`, which the report writes) scaled by how this machine has done against them so
 far. No stage imports this module: how a study reports its progress changes no result.
 """
@@ -47,15 +47,17 @@ def expected_seconds(stages: list[str], times: dict[str, float]) -> list[float]:
     return [guess(s) for s in stages]
 
 
-def estimate(stages: list[str], times: dict[str, float], stage: str, elapsed: float) -> tuple[int, float]:
-    """(1-based place of `stage` in the plan, seconds left for it and every later stage). The stages before it
-    took `elapsed` seconds here: once they were expected to take MIN_EVIDENCE seconds or more (or at once, with
-    no times of a last study), the rest is scaled by the same ratio."""
-    place = stages.index(stage)
-    expected = expected_seconds(stages, times)
-    done = sum(expected[:place])
+def estimate(stages: list[str], times: dict[str, float], started: list[str], elapsed: float) -> tuple[int, float]:
+    """(1-based place of the stage starting now, the last of `started`, seconds left for it and every planned stage
+    not started yet). `dvc repro` need not run the planned stages in the plan's order (its process walks its own
+    copy of the stage graph), so the place counts the stages started so far, and what is left is the plan less
+    them. Those before took `elapsed` seconds here: once they were expected to take MIN_EVIDENCE seconds or more
+    (or at once, with no times of a last study), the rest is scaled by the same ratio."""
+    expected = dict(zip(stages, expected_seconds(stages, times)))
+    before = set(started[:-1])
+    done = sum(expected.get(s, 0.0) for s in before)
     scale = elapsed / done if done >= MIN_EVIDENCE or (done and not times) else 1.0
-    return place + 1, scale * sum(expected[place:])
+    return len(started), scale * sum(seconds for s, seconds in expected.items() if s not in before)
 
 
 def read_times(path: Path = TIMES) -> dict[str, float]:
@@ -73,7 +75,7 @@ def _duration(seconds: float) -> str:
     return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
-def line(stages: list[str], times: dict[str, float], stage: str, elapsed: float) -> str:
-    """`[study 12/44, about 38 min left] train_gan@dcgan-42`."""
-    place, left = estimate(stages, times, stage, elapsed)
-    return f"[study {place}/{len(stages)}, {_duration(left)} left] {stage}"
+def line(stages: list[str], times: dict[str, float], started: list[str], elapsed: float) -> str:
+    """`[study 12/44, about 38 min left] train_gan@dcgan-42`: the last of `started` is the stage starting now."""
+    place, left = estimate(stages, times, started, elapsed)
+    return f"[study {place}/{len(stages)}, {_duration(left)} left] {started[-1]}"

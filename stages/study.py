@@ -5,7 +5,7 @@ Before DVC starts, dvc.lock loses the entries of stages dvc.yaml no longer has (
 stages `dvc repro` will run, in its own order, each one DVC sees changed (deps, params, command, missing outputs on
 a fresh clone) or downstream of one that is planned (`dvc repro --dry` stops at the first stage whose inputs do not
 exist yet, so it cannot plan a fresh clone). Then DVC runs with its output passed through line by line; as a stage
-starts, one more line gives its place and the time left (pipeline/progress.py), beside the stage's own progress
+starts, one more line gives how many have started and the time left (pipeline/progress.py), beside the stage's own progress
 bar. The stages start warm (stages/warm.py): forked from one process that has imported PyTorch, MLflow and the rest
 once. The exit status is DVC's. Not a pipeline stage (and
 not imported by one).
@@ -87,11 +87,13 @@ def main(argv: list[str] | None = None) -> int:
         beside = Path(sys.executable).parent / "dvc"  # this environment's DVC
         dvc = subprocess.Popen([str(beside) if beside.is_file() else "dvc", "repro", *args], stdout=subprocess.PIPE,
                                text=True, bufsize=1, env=env)
+        started: list[str] = []
         try:
             for text in dvc.stdout:
                 print(text, end="", flush=True)
                 if text.startswith(STARTS) and (stage := text[len(STARTS):].rstrip().rstrip(":").rstrip("'")) in stages:
-                    print(line(stages, times, stage, time.time() - t0), file=sys.stderr, flush=True)
+                    started.append(stage)
+                    print(line(stages, times, started, time.time() - t0), file=sys.stderr, flush=True)
             status = dvc.wait()
         except KeyboardInterrupt:  # the terminal sent it to DVC too: wait for DVC to stop its stage
             status = dvc.wait()

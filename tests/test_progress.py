@@ -17,19 +17,30 @@ def test_unknown_stages_count_as_the_median_of_their_kind():
 def test_the_rest_is_scaled_by_how_this_machine_did_so_far():
     plan = ["prepare", "evaluator", "train_gan@a-42", "report"]
     times = {"prepare": 10.0, "evaluator": 90.0, "train_gan@a-42": 400.0, "report": 20.0}
-    assert estimate(plan, times, "prepare", 0.0) == (1, 520.0)
-    assert estimate(plan, times, "train_gan@a-42", 200.0) == (3, 2 * 420.0)  # twice as slow as the last study
-    few = estimate(plan, {**times, "prepare": MIN_EVIDENCE / 2}, "evaluator", 300.0)
+    assert estimate(plan, times, ["prepare"], 0.0) == (1, 520.0)
+    assert estimate(plan, times, ["prepare", "evaluator", "train_gan@a-42"], 200.0) == (3, 2 * 420.0)  # twice as slow
+    few = estimate(plan, {**times, "prepare": MIN_EVIDENCE / 2}, ["prepare", "evaluator"], 300.0)
     assert few == (2, 510.0)  # too little done to judge this machine by: the last study's times as they are
-    assert estimate(plan, {}, "train_gan@a-42", 40.0) == (3, 40.0)  # no last study: the stages so far, 20 s each
+    assert estimate(plan, {}, ["prepare", "evaluator", "train_gan@a-42"], 40.0) == (3, 40.0)  # no last study: 20 s each
+
+
+def test_the_place_counts_the_stages_started_whatever_order_dvc_runs_them_in():
+    """DVC's process may order independent stages otherwise than the plan: the first stage it starts is 1 of n,
+    with the whole plan left, and the time left is that of the stages not started yet."""
+    plan = ["train_gan@a-42", "train_gan@b-42", "evaluate_gan@a-42", "evaluate_gan@b-42"]
+    times = {"train_gan@a-42": 600.0, "train_gan@b-42": 300.0, "evaluate_gan@a-42": 60.0, "evaluate_gan@b-42": 40.0}
+    assert estimate(plan, times, ["train_gan@b-42"], 0.0) == (1, 1000.0)
+    assert estimate(plan, times, ["train_gan@b-42", "evaluate_gan@b-42"], 300.0) == (2, 700.0)  # as fast as last time
+    assert line(plan, times, ["train_gan@b-42", "evaluate_gan@b-42", "train_gan@a-42"], 680.0) == (
+        "[study 3/4, about 22 min left] train_gan@a-42")  # 340 s of work took 680 s: the 660 s left take twice that
 
 
 def test_the_line_and_the_last_study_s_times(tmp_path):
     times = {"prepare": 60.0, "evaluator": 3000.0, "report": 600.0}
     plan = list(times)
-    assert line(plan, times, "evaluator", 120.0) == "[study 2/3, about 2 h 00 min left] evaluator"
-    assert line(plan, times, "report", 3060.0) == "[study 3/3, about 10 min left] report"
-    assert line(plan, {}, "prepare", 0.0) == "[study 1/3, under a minute left] prepare"
+    assert line(plan, times, ["prepare", "evaluator"], 120.0) == "[study 2/3, about 2 h 00 min left] evaluator"
+    assert line(plan, times, plan, 3060.0) == "[study 3/3, about 10 min left] report"
+    assert line(plan, {}, ["prepare"], 0.0) == "[study 1/3, under a minute left] prepare"
     path = tmp_path / "stage_times.json"
     path.write_text(json.dumps(times))
     assert read_times(path) == times
