@@ -491,3 +491,18 @@ def test_the_time_section_names_the_machine_each_seed_trained_on():
     assert _machines(SimpleNamespace(by_seed=one)) == \
         " The training stages ran on CPU X, 2 threads (seeds 1, 2); CPU Y, 2 threads (seed 3)."
     assert _machines(SimpleNamespace(by_seed={"a": {1: {}}})) == ""  # runs that predate the record
+
+
+def test_a_size_the_same_in_every_seed_keeps_its_type_and_a_count_that_varies_is_averaged():
+    """Over seeds, a model's code size and parameter count are not measurements: they stay the integers every run
+    wrote (the report says "30-dimensional", not "30.0-dimensional"), while active codes, which differ, average."""
+    from pipeline.report import over_seeds
+    from pipeline.report.sections import _count
+
+    runs = [{"code_size": 30, "parameters": 82414, "active_codes": a, "test_mse": e}
+            for a, e in ((21, 0.015), (22, 0.017), (22, 0.016))]
+    m = over_seeds(runs)
+    assert m["code_size"] == 30 and isinstance(m["code_size"], int) and f"{m['parameters']:,}" == "82,414"
+    assert m["active_codes"] == pytest.approx(65 / 3) and m["test_mse"] == pytest.approx(0.016)
+    assert m["code_size_per_seed"] == [30, 30, 30] and m["code_size_seed_std"] == 0
+    assert _count(m["code_size"] - m["active_codes"]) == "8.3" and _count(m["code_size"]) == "30"

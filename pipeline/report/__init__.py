@@ -95,9 +95,10 @@ def seed_stats(results: pd.DataFrame) -> pd.DataFrame:
 
 def over_seeds(runs: list[dict], stats: pd.DataFrame | None = None) -> dict:
     """One model's metrics over its seeds: the first run's values, with every number present in all runs replaced
-    by its mean and given `<key>_seed_std` and `<key>_per_seed`. Where there are several seeds, `<key>_std` (the
-    spread over sample sets within a run) becomes the spread over seeds, the one that counts. `stats`: the model's
-    rows of `seed_stats`, indexed by metric (computed from `runs` when not given)."""
+    by its mean (one the same in every run, a setting or a size, keeps its value and type) and given
+    `<key>_seed_std` and `<key>_per_seed`. Where there are several seeds, `<key>_std` (the spread over sample sets
+    within a run) becomes the spread over seeds, the one that counts. `stats`: the model's rows of `seed_stats`,
+    indexed by metric (computed from `runs` when not given)."""
     out = dict(runs[0])
     if "health" in out:  # the worst ending over the seeds
         worst = max(runs, key=lambda r: HEALTH.index(r.get("health", "ok")))
@@ -109,7 +110,8 @@ def over_seeds(runs: list[dict], stats: pd.DataFrame | None = None) -> dict:
     for k, v in runs[0].items():
         if _number(v) and k in stats.index and stats.at[k, "seeds"] == len(runs):
             mean, std, values = stats.loc[k, ["mean", "std", "per_seed"]]
-            out[k], out[f"{k}_seed_std"], out[f"{k}_per_seed"] = float(mean), float(std), list(values)
+            same = all(r[k] == v for r in runs)  # a setting or a size (code size, parameters) keeps its own type
+            out[k], out[f"{k}_seed_std"], out[f"{k}_per_seed"] = v if same else float(mean), float(std), list(values)
     for k in [k for k in out if k.endswith("_seed_std")]:
         base = k.removesuffix("_seed_std")
         if f"{base}_std" in runs[0]:

@@ -136,7 +136,7 @@ def autoencoders(study: Study) -> str | None:
     over = [n for n in networks if n not in under]
     better = [n for n in under if study.metrics[n]["mse_ratio_to_pca"] < 1]
     worse = [f"`{n}` ({study.metrics[n]['mse_ratio_to_pca']:.3f})" for n in under if n not in better]
-    dead = [f"`{n}` {m['code_size'] - m['active_codes']} of {m['code_size']}" for n in aes
+    dead = [f"`{n}` {_count(m['code_size'] - m['active_codes'])} of {_count(m['code_size'])}" for n in aes
             if (m := study.metrics[n])["active_codes"] < m["code_size"]]
     s = study.manifest["splits"]
     return "\n".join([
@@ -723,10 +723,11 @@ def variants(study: Study) -> str | None:
         out += [
             f"## Ablation: {', '.join(f'`{n}`' for n in names)}",
             "",
-            f"The same code and training budget ({study.cfg.budget.images:,} images, the same batch size) with one "
-            "config value changed"
-            + (", each variant at its own learning rate (its best of the grid in *Tuning effort* when the sweep has "
-               "run)" if {"lr_g", "lr_d"} & set(keys) else "")
+            f"The same code and training budget ({study.cfg.budget.images:,} images) with one mechanism's config "
+            "value changed"
+            + (f", each variant at its own {' and '.join(tuned)} (its best in *Tuning effort* when the sweep has run)"
+               if (tuned := [w for k, w in (("batch_size", "batch size"), ("lr_g", "learning rate")) if k in keys])
+               else "")
             + f" (FID: mean ± std over the {'training seeds' if len(study.seeds) > 1 else 'sample sets'}):",
             "",
             table([("model", "model", str), *[(k, k, str) for k in keys], ("FID ↓", "fid", _pm(1, "fid_std")),
