@@ -251,6 +251,20 @@ def claims(study: Study) -> list[Claim]:
     ]
 
 
+TUNED = {"batch_size": "batch size", "lr": "learning rate", "lr_g": "learning rate"}  # what the grid sets apart
+
+
+def _tuned_apart(study: Study, a: str, b: str) -> str:
+    """Two models of one claim each run at their own tuned setting (*Tuning effort*); where those differ, the
+    verdict is of the mechanism together with them, and the row says so."""
+    if a == b:
+        return ""
+    both = [(word, getattr(study.cfg.model(a), k, None), getattr(study.cfg.model(b), k, None))
+            for k, word in TUNED.items()]
+    apart = [f"{word} {x} against {y}" for word, x, y in both if None not in (x, y) and x != y]
+    return f" — each at its own tuned setting ({', '.join(apart)}), part of what is compared" if apart else ""
+
+
 def _fmt(v: float) -> str:
     return "never" if math.isinf(v) else f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
 
@@ -279,6 +293,7 @@ def verdicts(study: Study) -> list[dict]:
             continue
         if c.kind == "difference":
             a, b = measured
+            row["experiment"] += _tuned_apart(study, c.a.model, c.b.model)
             row["evidence"] = (f"{c.a.label} {' / '.join(map(_fmt, a))} against {c.b.label} "
                                f"{' / '.join(map(_fmt, b))}")
             if any(math.isinf(v) for v in a + b):
