@@ -1,5 +1,5 @@
 """`python -m stages.readme`: the README's results tables, written from the committed study's reports/headline.json
-(its seeds from reports/results.csv).
+(its seeds from reports/results.csv, the count of the lecture's verdicts from reports/README.md).
 
 Not a pipeline stage (and not imported by one): run it after committing a new study; tests/test_readme.py fails
 while the README's block differs from what the headline file gives.
@@ -39,9 +39,27 @@ def variants(names: list[str]) -> dict[str, str]:
     return out
 
 
-def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
-    """The README's results: the generative models by FID, the other autoencoders by test MSE; ablation variants
-    are named, their numbers left to the report."""
+def verdicts(report: str) -> str:
+    """How the report's first section, *What the lecture claims*, decides the lecture's claims: its table's last
+    column counted ("" when the report has no such table)."""
+    section = report.partition("## What the lecture claims")[2].partition("\n## ")[0]
+    rows = [line.rstrip(" |").rsplit("|", 1)[-1].strip() for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| the lecture says")]
+    if not rows:
+        return ""
+    words = {"holds": ("holds", "hold"), "contradicted": ("is contradicted", "are contradicted"),
+             "not separated at this budget": ("is not separated at this budget", "are not separated at this budget")}
+    counts = {v: rows.count(v) for v in dict.fromkeys(rows)}
+    told = [f"{counts[v]} {one if counts[v] == 1 else many}" for v, (one, many) in words.items() if v in counts]
+    rest = sum(n for v, n in counts.items() if v not in words)
+    told += [f"{rest} {'is shown or holds' if rest == 1 else 'are shown or hold'} by construction, with no test"
+             ] if rest else []
+    return f" Of the lecture's {len(rows)} claims (the report's first section), {', '.join(told)}."
+
+
+def results_block(headline: dict[str, dict], seeds: list[int], report: str = "") -> str:
+    """The README's results: how the lecture's claims fared (from the report), the generative models by FID, the
+    other autoencoders by test MSE; ablation variants are named, their numbers left to the report."""
     from pipeline.report.stats import MIN_SEEDS
 
     left = variants([n for n, r in headline.items() if "fid" in r])  # autoencoders of one class are models apart
@@ -57,7 +75,8 @@ def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
              + (f" The ablations of {' and '.join(f'`{n}`' for n in dict.fromkeys(left.values()))} are in the "
                 "report." if left else "")
              + (f" With fewer than {MIN_SEEDS} seeds this is a ranking, not a claim that one model beats another."
-                if len(seeds) < MIN_SEEDS else ""))
+                if len(seeds) < MIN_SEEDS else "")
+             + verdicts(report))
     lines = [START, "", textwrap.fill(intro, width=115), "",
              "| generative model | FID | recall |", "|---|---:|---:|"]
     lines += [f"| `{n}` | {_pm(headline[n], 'fid', 0)} | {_pm(headline[n], 'recall', 2)} |" for n in generative]
@@ -67,11 +86,11 @@ def results_block(headline: dict[str, dict], seeds: list[int]) -> str:
     return "\n".join(lines + ["", END])
 
 
-def render(readme: str, headline: dict[str, dict], seeds: list[int]) -> str:
+def render(readme: str, headline: dict[str, dict], seeds: list[int], report: str = "") -> str:
     pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
     if not pattern.search(readme):
         raise SystemExit(f"README.md: no results block ({START} ... {END})")
-    return pattern.sub(lambda _: results_block(headline, seeds), readme, count=1)
+    return pattern.sub(lambda _: results_block(headline, seeds, report), readme, count=1)
 
 
 def study_seeds(root: Path = Path(".")) -> list[int]:
@@ -85,7 +104,8 @@ def main(root: Path = Path(".")) -> None:
     seeds = study_seeds(root)
     headline = json.loads((root / "reports" / "headline.json").read_text())
     path = root / "README.md"
-    path.write_text(render(path.read_text(), headline, seeds))
+    report = (root / "reports" / "README.md").read_text()
+    path.write_text(render(path.read_text(), headline, seeds, report))
     print(f"{path}: results from reports/headline.json ({len(headline)} models)", file=sys.stderr)
 
 

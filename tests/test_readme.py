@@ -60,7 +60,8 @@ def test_every_command_exists(command):
 def test_the_results_are_the_committed_headline_numbers():
     headline = json.loads((ROOT / "reports" / "headline.json").read_text())
     assert START in README and END in README
-    assert render(README, headline, study_seeds(ROOT)) == README, "run `python -m stages.readme`"
+    report = (ROOT / "reports" / "README.md").read_text()
+    assert render(README, headline, study_seeds(ROOT), report) == README, "run `python -m stages.readme`"
     generative = re.findall(r"^\| `(\w+)` \| [\d.]+ ± [\d.]+ \| ", README, re.M)
     left = variants([n for n in headline if "fid" in headline[n]])  # ablation variants: in the report
     assert generative and generative[0] == min((n for n in headline if "fid" in headline[n] and n not in left),
@@ -89,3 +90,15 @@ def test_the_results_block_leaves_ablation_variants_to_the_report():
     block = results_block(headline, [42, 43, 44])
     assert "| `progan` |" in block and "| `progan_no_growing` |" not in block
     assert "The ablations of `progan` are in the report." in block
+
+
+def test_the_lecture_s_verdicts_are_counted_from_the_report_s_first_table():
+    from stages.readme import verdicts
+
+    report = ("# Results\n\n## What the lecture claims\n\n| the lecture says | experiment | evidence | verdict |\n"
+              "|:---|:---|:---|:---|\n| a | b | c | holds |\n| d | e | f | contradicted |\n"
+              "| g | h | i | not separated at this budget |\n| j | k | l | holds |\n"
+              "| m | n | o | holds by construction (not a finding) |\n\nText.\n\n## Findings\n\n| x | y | holds |\n")
+    assert verdicts(report) == (" Of the lecture's 5 claims (the report's first section), 2 hold, 1 is contradicted, "
+                                "1 is not separated at this budget, 1 is shown or holds by construction, with no test.")
+    assert verdicts("# Results\n\n## Findings\n") == ""
