@@ -27,8 +27,9 @@ smoke: $(STAMP)
 	$(BIN)/python -m stages.smoke
 
 # STUDY_RUN tags every MLflow run of this `dvc repro` (`study.run`): filter on it to see one study's runs together.
-# stages/study.py plans the stages DVC will run, runs `dvc repro`, and prints each stage's place and the study's time
-# left as it starts.
+# stages/study.py plans the stages DVC will run, runs them `jobs` at a time (params.yaml; STUDY_JOBS=N overrides),
+# each as its own `dvc --wait-for-lock repro -s STAGE`, and prints each stage's place and the study's time left as
+# it starts.
 study: $(STAMP)
 	STUDY_RUN=study-$$(date -u +%Y%m%dT%H%M%SZ) $(BIN)/python -m stages.study
 

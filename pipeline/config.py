@@ -153,6 +153,8 @@ class StudyConfig(Strict):
     seed: int = Field(42, ge=0, lt=2**31)  # the data split, the evaluator
     seeds: list[Annotated[int, Field(ge=0, lt=2**31)]] = Field(default_factory=lambda: [42], min_length=1)  # training
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(1, ge=1, le=256)  # torch threads of each stage (float results depend on it)
+    jobs: int = Field(2, ge=1, le=64)  # stages `make study` runs at once (changes no result)
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     evaluator: EvaluatorConfig = EvaluatorConfig()

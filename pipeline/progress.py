@@ -75,7 +75,24 @@ def _duration(seconds: float) -> str:
     return f"about {minutes} min" if minutes < 60 else f"about {minutes // 60} h {minutes % 60:02d} min"
 
 
-def line(stages: list[str], times: dict[str, float], started: list[str], elapsed: float) -> str:
-    """`[study 12/44, about 38 min left] train_gan@dcgan-42`: the last of `started` is the stage starting now."""
-    place, left = estimate(stages, times, started, elapsed)
-    return f"[study {place}/{len(stages)}, {_duration(left)} left] {started[-1]}"
+def estimate_jobs(stages: list[str], times: dict[str, float], started: list[str], finished: list[str], elapsed: float,
+                  jobs: int) -> tuple[int, float]:
+    """`estimate` for `jobs` stages at once: (place of the stage starting now, seconds left). The stages not finished
+    (those in flight counted whole) share `jobs` workers; once the finished ones were expected to take MIN_EVIDENCE
+    seconds or more (or at once, with no times of a last study), the elapsed time over their share scales the
+    rest."""
+    expected = dict(zip(stages, expected_seconds(stages, times)))
+    done = sum(expected.get(s, 0.0) for s in finished)
+    scale = elapsed / (done / jobs) if done >= MIN_EVIDENCE or (done and not times) else 1.0
+    return len(started), scale * sum(seconds for s, seconds in expected.items() if s not in finished) / jobs
+
+
+def line(stages: list[str], times: dict[str, float], started: list[str], elapsed: float,
+         finished: list[str] | None = None, jobs: int = 1, running: int = 1) -> str:
+    """`[study 12/44, about 38 min left] train_gan@dcgan-42`: the last of `started` is the stage starting now. With
+    `jobs` > 1 (`finished`: the stages done so far), `[study 12/44, 2 running, about 20 min left] ...`."""
+    if jobs == 1:
+        place, left = estimate(stages, times, started, elapsed)
+        return f"[study {place}/{len(stages)}, {_duration(left)} left] {started[-1]}"
+    place, left = estimate_jobs(stages, times, started, finished or [], elapsed, jobs)
+    return f"[study {place}/{len(stages)}, {running} running, {_duration(left)} left] {started[-1]}"

@@ -11,9 +11,15 @@ from stages import DATA, PARAMS, TRACKING, Tracking, command, study_root, tracke
 
 
 def _config(params: Path):
+    """The validated params; torch runs at their `threads` from here on (a param every stage depends on: the thread
+    count changes float results)."""
+    import torch
+
     from pipeline.config import load_config
 
-    return load_config(params)
+    cfg = load_config(params)
+    torch.set_num_threads(cfg.threads)
+    return cfg
 
 
 @command

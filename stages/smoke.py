@@ -70,7 +70,18 @@ def copy_study(dst: Path, src: Path = ROOT) -> Path:
         if (path.is_file() or path.is_symlink()) and not name.startswith(OUTPUTS):
             (dst / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, dst / name, follow_symlinks=False)
+    own_evaluator(dst)
     return dst
+
+
+def own_evaluator(dst: Path) -> None:
+    """Unfreeze the evaluator stage in a copy: the tiny profile's data is its own, so it trains its own ruler (the
+    study's is frozen in dvc.yaml and committed, `models/evaluator.pt`; a copy leaves the results behind)."""
+    dvc_yaml = dst / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    head, sep, rest = text.partition("\n  evaluator:\n    frozen: true\n")
+    if sep:
+        dvc_yaml.write_text(head + "\n  evaluator:\n" + rest)
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ def test_the_repository_params_are_valid():
         (lambda r: r["autoencoders"].update(transformer={}), "autoencoders.transformer: unknown model 'transformer'; registered: pca, linear, stacked, tied"),
         (lambda r: r["autoencoders"].update(dcgan={}), "autoencoders.dcgan: 'dcgan' is a gan; list it under 'gans'"),
         (lambda r: r.update(device="tpu"), "device: Input should be 'auto', 'cpu' or 'cuda'"),
-        (lambda r: r.update(colour="blue"), "colour: unknown key; allowed here: seed, seeds, device, data"),
+        (lambda r: r.update(colour="blue"), "colour: unknown key; allowed here: seed, seeds, device, threads, jobs, data"),
         (lambda r: r["autoencoders"]["stacked"].update(loss="bce", output="linear"),
          "autoencoders.stacked.loss: 'bce' needs output 'sigmoid'"),
         (lambda r: r["evaluate"].update(kid_subset_size=5000), "evaluate.kid_subset_size: at most n_generated (1000); got 5000"),

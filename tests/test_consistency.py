@@ -211,3 +211,24 @@ def test_the_committed_evaluator_is_the_one_the_committed_study_measured_with():
     lock = yaml.safe_load((ROOT / "dvc.lock").read_text())
     locked = {o["path"]: o["md5"] for o in lock["stages"]["evaluator"]["outs"]}
     assert hashlib.md5((ROOT / "models" / "evaluator.pt").read_bytes()).hexdigest() == locked["models/evaluator.pt"]
+
+
+def test_the_evaluator_is_the_one_frozen_stage_and_every_other_stage_depends_on_threads():
+    """The ruler stays put: no code or params edit retrains models/evaluator.pt (only `dvc unfreeze`, a decision
+    of its own); a copy for the tiny profile unfreezes it, since its data is its own. The thread count changes float
+    results: every stage DVC would run depends on it."""
+    from stages.smoke import own_evaluator
+
+    stages = _dvc_yaml()["stages"]
+    assert [name for name, stage in stages.items() if stage.get("frozen")] == ["evaluator"]
+    for name, stage in stages.items():
+        assert "threads" in stage["params"], name
+    import shutil
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(ROOT / "dvc.yaml", Path(tmp) / "dvc.yaml")
+        own_evaluator(Path(tmp))
+        copied = yaml.safe_load((Path(tmp) / "dvc.yaml").read_text())["stages"]
+        assert not any(stage.get("frozen") for stage in copied.values())
+        assert copied["evaluator"]["cmd"] == stages["evaluator"]["cmd"]

@@ -403,7 +403,12 @@ def test_results_csv_round_trips_and_its_means_over_seeds_are_the_report_s(tmp_p
                 json.dumps({"train_seconds": 10.0 * (i + 1)}))
     (tmp_path / "metrics" / "evaluator.json").write_text("{}")
     (tmp_path / "manifest.json").write_text("{}")
-    study = load_study(cfg, tmp_path / "metrics", tmp_path / "runs", tmp_path / "manifest.json", tmp_path / "figures")
+    (tmp_path / "evaluator.pt").write_bytes(b"the ruler")
+    study = load_study(cfg, tmp_path / "metrics", tmp_path / "runs", tmp_path / "manifest.json", tmp_path / "figures",
+                       tmp_path / "evaluator.pt")
+    import hashlib
+
+    assert study.evaluator["weights_sha256"] == hashlib.sha256(b"the ruler").hexdigest()  # the report names it
     write_results(study, tmp_path / "results.csv")
     loaded = pd.read_csv(tmp_path / "results.csv")
     pd.testing.assert_frame_equal(loaded, study.results, check_dtype=False)

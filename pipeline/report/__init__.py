@@ -158,7 +158,8 @@ def _tuning(cfg: StudyConfig, metrics_dir: Path) -> dict | None:
         raise StudyError(f"{path}: not a learning-rate sweep summary (`make sweep` writes one)") from None
 
 
-def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path) -> Study:
+def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_path: Path, figures: Path,
+               evaluator_path: Path = Path("models/evaluator.pt")) -> Study:
     from pipeline.tuning import SELECTION_SEEDS
 
     shared = sorted(set(cfg.seeds) & set(SELECTION_SEEDS))
@@ -182,8 +183,12 @@ def load_study(cfg: StudyConfig, metrics_dir: Path, runs_dir: Path, manifest_pat
     arrays = {n: read_json(p) if (p := runs_dir / run_name(n, first) / "figures" / "arrays.json").is_file() else {}
               for n in names}
     curves = {n: read_json(p) for n in names if (p := runs_dir / run_name(n, first) / "train" / "curve.json").is_file()}
-    return Study(cfg, _load(manifest_path, "the prepare stage's manifest"),
-                 _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics"), metrics, histories, curves,
+    evaluator = _load(metrics_dir / "evaluator.json", "the evaluator stage's metrics")
+    if evaluator_path.is_file():  # the one ruler (frozen in dvc.yaml): the report names the weights it measured with
+        import hashlib
+
+        evaluator = {**evaluator, "weights_sha256": hashlib.sha256(evaluator_path.read_bytes()).hexdigest()}
+    return Study(cfg, _load(manifest_path, "the prepare stage's manifest"), evaluator, metrics, histories, curves,
                  arrays, figures, runs_dir, by_seed, results, _tuning(cfg, metrics_dir))
 
 

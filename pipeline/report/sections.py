@@ -98,7 +98,10 @@ def header(study: Study) -> str:
         "number (training curves, the learning-rate grid, the sampler's screen) reads the validation split; the "
         "numbers reported here are measured on the test split, which nothing was chosen on. Evaluator CNN (trained on "
         f"the train split only): test accuracy **{study.evaluator['test_accuracy']:.4f}** on "
-        f"{study.evaluator['n_test']:,} test images.",
+        f"{study.evaluator['n_test']:,} test images."
+        + (f" Its weights, `models/evaluator.pt` (sha256 `{study.evaluator['weights_sha256']}`), are frozen in "
+           "`dvc.yaml`: every FID, KID and precision/recall here and in the tuning grid is measured with this one "
+           "network." if "weights_sha256" in study.evaluator else ""),
         "",
     ])
 
