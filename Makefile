@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: smoke study sweep compare bench bench-loop test ui server install clean-runs
+.PHONY: smoke study sweep compare bench bench-loop gpu-check test ui server install clean-runs
 
 install: $(STAMP)
 
@@ -77,6 +77,11 @@ bench-loop: $(STAMP)
 	$(BIN)/dvc repro -q prepare evaluator
 	$(BIN)/python -m benchmarks.loop --stage $(BENCH_ARGS)
 	$(BIN)/python -m benchmarks.loop --processes 1 2
+
+# The CUDA path on a GPU machine (a few minutes): one model a family trained and evaluated on CUDA, the steps of four
+# models against the GPU's FP32/TF32 peak, a torchrun launch with nccl; one results file (benchmarks/gpu_check.json).
+gpu-check: $(STAMP)
+	$(BIN)/python -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 # Two workers, whole modules each: the end-to-end module (collected first, tests/conftest.py) on one, the other
 # modules on the other; each worker and the stages it starts use one thread. TEST_WORKERS=0: one process.
