@@ -127,7 +127,8 @@ def _alive(root: Path, task: str) -> bool:
 
 
 def _drain(root: Path, jobs: int, finished: Callable[[], None] | None = None) -> None:
-    """Start `jobs` queue workers (each at cores / jobs threads unless OMP_NUM_THREADS says otherwise) and wait
+    """Start `jobs` queue workers (their stages run torch at params.yaml's `threads`; OMP_NUM_THREADS, cores / jobs
+    unless set, sizes the native libraries' own pools) and wait
     until nothing is queued or running, calling `finished` each time a cell has finished (so the summary holds
     every result as it comes, not only at the end of a round: experiment refs stay on the machine that ran them,
     the summary is a file to commit). Tasks left Running by an interrupted machine are removed first (their cells

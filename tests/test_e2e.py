@@ -150,7 +150,7 @@ def test_the_user_loop_reruns_only_what_changed(study):
     assert ran == {"train_ae@stacked-42", "evaluate_ae@stacked-42", "report"}
     assert "make study: 3 stages to run" in study.stdout
     assert "make study: 3 of 3 stage commands started warm" in study.stdout  # forked from the warm-start server
-    places = re.findall(r"\[study (\d)/3, (?:under a minute|about \d+ min) left\] (\S+)", study.stdout + study.stderr)
+    places = re.findall(r"\[study (\d)/3, (?:\d running, )?(?:under a minute|about \d+ min) left\] (\S+)", study.stdout + study.stderr)
     assert places == [("1", "train_ae@stacked-42"), ("2", "evaluate_ae@stacked-42"), ("3", "report")], study.stderr
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo, env=env).stdout)
     assert set(diff["metrics/stacked-42.json"]) >= {"test_mse", "probe_accuracy"}
